@@ -1,0 +1,85 @@
+// Frame encoder: a message's frame bodies are built once (compressed, split into
+// fragments, checksummed) and shared by every recipient; each recipient adds only
+// 16 header bytes carrying its own sequence number. Sans-IO: no sockets, clock or
+// logging.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "codec/compression.h"
+#include "codec/frame_decoder.h"
+#include "codec/frame_header.h"
+#include "codec/status.h"
+
+namespace herald::codec {
+
+struct EncodeOptions {
+  uint16_t version = kVersion1;
+  bool checksum = true;                // add the CRC32C trailer (K flag) to every frame
+  bool compress = false;               // zstd was negotiated with the receiver(s)
+  uint32_t dictionary_id = 0;          // negotiated dictionary, 0 = none
+  int level = 3;                       // zstd level
+  size_t compress_threshold = kDefaultCompressThreshold;  // smaller bodies go uncompressed
+  uint32_t max_frame_size = kDefaultMaxFrameSize;      // receiver's limit: larger bodies are fragmented
+  size_t max_message_size = kDefaultMaxMessageSize;    // receiver's limit on the whole message
+  uint32_t max_fragments = 128;        // receiver's fragments-per-message limit
+  uint32_t fragment_ref = 0;           // ref for the fragment prefix; unique among the sender's
+                                       // in-progress messages (a global counter works)
+};
+
+// One message ready for the wire. Immutable once built, so one instance may be
+// shared (std::shared_ptr<const EncodedMessage>) by connections on any thread.
+class EncodedMessage {
+ public:
+  FrameType type() const noexcept { return type_; }
+  bool compressed() const noexcept { return compressed_; }
+  size_t frame_count() const noexcept { return frames_.size(); }
+  // Body bytes of frame i (prefix, payload piece and trailer), shared by all recipients.
+  std::span<const uint8_t> body(size_t i) const noexcept {
+    return {bytes_.data() + frames_[i].body_offset, frames_[i].body_length};
+  }
+  // Writes frame i's 16-byte header with the recipient's sequence number: the only
+  // per-connection work (12 precomputed bytes plus the sequence).
+  void write_header(size_t i, uint32_t sequence, uint8_t out[kHeaderSize]) const noexcept {
+    const FrameInfo& f = frames_[i];
+    for (size_t k = 0; k < 12; ++k) out[k] = f.header[k];
+    put_u32(out + 12, sequence);
+  }
+  // Bytes on the wire for one recipient: headers plus bodies.
+  size_t wire_size() const noexcept { return frames_.size() * kHeaderSize + bytes_.size(); }
+
+ private:
+  friend Status encode_message(FrameType, std::span<const uint8_t>, const EncodeOptions&, Compressor*,
+                               EncodedMessage&) noexcept;
+  struct FrameInfo {
+    uint8_t header[12];  // magic, version, type field, length
+    uint32_t body_offset;
+    uint32_t body_length;
+  };
+  FrameType type_ = FrameType::kPing;
+  bool compressed_ = false;
+  std::vector<FrameInfo> frames_;
+  std::vector<uint8_t> bytes_;
+};
+
+// Encodes `payload` (a serialized protobuf message of `type`) for the wire.
+// Compresses with `compressor` when options.compress is set, the payload is at
+// least compress_threshold bytes and the result is smaller; splits data frames
+// whose body exceeds options.max_frame_size into fragments. `compressor` may be
+// null when options.compress is false.
+// Errors: kMessageTooLarge (payload above max_message_size, a control frame that
+// would need fragmenting, or more fragments than max_fragments),
+// kUnsupportedCompression (compress set without a compressor), kUnknownDictionary,
+// kCompressionFailed. On error `out` is left empty.
+Status encode_message(FrameType type, std::span<const uint8_t> payload, const EncodeOptions& options,
+                      Compressor* compressor, EncodedMessage& out) noexcept;
+
+// Appends every frame of `message` to `out` with consecutive sequence numbers
+// starting at `next_sequence`, which is advanced. For building a write buffer.
+void append_frames(const EncodedMessage& message, uint32_t& next_sequence, std::vector<uint8_t>& out);
+
+}  // namespace herald::codec

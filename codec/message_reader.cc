@@ -1,0 +1,83 @@
+// Inbound pipeline: decoder -> reassembler -> decompressor.
+#include "codec/message_reader.h"
+
+namespace herald::codec {
+
+MessageReader::MessageReader(const ReaderLimits& limits, CodecContext* context) noexcept
+    : limits_(limits), context_(context), decoder_(limits.decoder), reassembler_(limits.reassembly) {}
+
+void MessageReader::set_limits(const ReaderLimits& limits) noexcept {
+  limits_ = limits;
+  decoder_.set_limits(limits.decoder);
+  reassembler_.set_limits(limits.reassembly);
+}
+
+Status MessageReader::fail(Status s, uint64_t at) noexcept {
+  if (ok(error_)) {
+    error_ = s;
+    error_offset_ = at;
+  }
+  return error_;
+}
+
+Status MessageReader::finish_message(FrameType type, uint16_t flags, std::span<const uint8_t> body,
+                                     InboundMessage& out) noexcept {
+  out.type = type;
+  out.flags = flags;
+  if (flags & kFlagCompressed) {
+    if (!limits_.compression || context_ == nullptr) return Status::kUnsupportedCompression;
+    DecompressLimits dl;
+    dl.max_output = limits_.max_message_size;
+    Status s = context_->decompressor.decompress(body, dl, context_->scratch);
+    if (!ok(s)) return s;
+    out.body = context_->scratch;
+    return Status::kOk;
+  }
+  if (body.size() > limits_.max_message_size) return Status::kMessageTooLarge;
+  out.body = body;
+  return Status::kOk;
+}
+
+DecodeResult MessageReader::read(std::span<const uint8_t> in, uint64_t now_ms, InboundMessage& out) noexcept {
+  if (!ok(error_)) return {0, error_};
+  size_t consumed = 0;
+  for (;;) {
+    Frame frame;
+    DecodeResult r = decoder_.decode(in.subspan(consumed), frame);
+    consumed += r.consumed;
+    if (r.status == Status::kNeedMore) return {consumed, Status::kNeedMore};
+    if (!ok(r.status)) return {consumed, fail(r.status, decoder_.error_offset())};
+
+    const uint64_t frame_offset = decoder_.frame_offset();
+    out.sequence = frame.header.sequence;
+    out.frame_offset = frame_offset;
+    if (!frame.header.fragment()) {
+      Status s = finish_message(frame.header.type, frame.header.flags, frame.payload, out);
+      if (!ok(s)) return {consumed, fail(s, frame_offset)};
+      return {consumed, Status::kOk};
+    }
+    Status s = reassembler_.add(frame, now_ms, reassembled_);
+    if (s == Status::kNeedMore) continue;  // keep reading: the message is not whole yet
+    if (!ok(s)) return {consumed, fail(s, frame_offset)};
+    s = finish_message(reassembled_.type, reassembled_.flags | (frame.header.flags & kFlagChecksummed),
+                       reassembled_.body, out);
+    if (!ok(s)) return {consumed, fail(s, frame_offset)};
+    return {consumed, Status::kOk};
+  }
+}
+
+Status MessageReader::finish() noexcept {
+  if (!ok(error_)) return error_;
+  Status s = decoder_.finish();
+  if (!ok(s)) return fail(s, decoder_.error_offset());
+  return Status::kOk;
+}
+
+Status MessageReader::expire(uint64_t now_ms) noexcept {
+  if (!ok(error_)) return error_;
+  Status s = reassembler_.expire(now_ms);
+  if (!ok(s)) return fail(s, decoder_.stream_offset());
+  return Status::kOk;
+}
+
+}  // namespace herald::codec
