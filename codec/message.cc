@@ -20,13 +20,17 @@ const google::protobuf::Descriptor* descriptor_for(FrameType type) noexcept {
 
 // Protobuf keeps a known field number that arrives with the wrong wire type
 // among the unknown fields; a field number that the schema knows must never
-// be there, so finding one means the body is not this message.
-bool has_misdecoded_known_field(const google::protobuf::Message& m) {
+// be there, so finding one means the body is not this message. Groups (wire
+// types 3/4) are refused too (docs/protocol.md §4): proto3 cannot declare them,
+// and refusing them spares other clients from writing group skipping.
+bool has_forbidden_unknown_field(const google::protobuf::Message& m) {
   const auto* reflection = m.GetReflection();
   const auto& unknown = reflection->GetUnknownFields(m);
   const auto* descriptor = m.GetDescriptor();
   for (int i = 0; i < unknown.field_count(); ++i) {
-    if (descriptor->FindFieldByNumber(unknown.field(i).number()) != nullptr) return true;
+    const auto& field = unknown.field(i);
+    if (field.type() == google::protobuf::UnknownField::TYPE_GROUP) return true;
+    if (descriptor->FindFieldByNumber(field.number()) != nullptr) return true;
   }
   return false;
 }
@@ -51,7 +55,7 @@ Status parse_message(FrameType type, std::span<const uint8_t> body, size_t max_s
   out.Clear();
   if (body.size() > static_cast<size_t>(INT32_MAX)) return Status::kMessageTooLarge;
   if (!out.ParseFromArray(body.data(), static_cast<int>(body.size()))) return Status::kMalformedMessage;
-  if (has_misdecoded_known_field(out)) {
+  if (has_forbidden_unknown_field(out)) {
     out.Clear();
     return Status::kMalformedMessage;
   }

@@ -28,6 +28,7 @@ Status MessageReader::finish_message(FrameType type, uint16_t flags, std::span<c
     if (!limits_.compression || context_ == nullptr) return Status::kUnsupportedCompression;
     DecompressLimits dl;
     dl.max_output = limits_.max_message_size;
+    dl.require_content_size = true;  // §6.2: the receiver sizes its output from the header
     Status s = context_->decompressor.decompress(body, dl, context_->scratch);
     if (!ok(s)) return s;
     out.body = context_->scratch;

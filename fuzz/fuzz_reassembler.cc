@@ -97,8 +97,9 @@ class Harness {
  private:
   // op: bit3 last, bit4 C, bit5 K, bits6-7 type (0 Publication, 1 Publish, 2 Ping, 3 unknown).
   // a: bits0-2 ref (0..5), bit7 raw index from `b`, bit6 skip one index.
-  // b: piece length, or the raw index. c: bit0 reserved fflags bit, bit1 truncate the payload
-  // to (c >> 2) % 8 bytes, bit2 clear the F flag.
+  // b: piece length, or the raw index. c: bit0 set reserved fflags bit 15 - (c >> 3) % 8,
+  // bit1 truncate the payload to (c >> 2) % 8 bytes, bit2 clear the F flag, bit7 triple the
+  // piece length (one piece above every limit).
   void fragment(uint8_t op, uint8_t a, uint8_t b, uint8_t c) {
     const bool last = op & 0x08;
     uint16_t flags = herald::codec::kFlagFragment;
@@ -117,6 +118,7 @@ class Harness {
     } else if (a & 0x40) {
       ++index;
     }
+    if (c & 0x80) len *= 3;
 
     std::vector<uint8_t> payload(herald::codec::kFragmentPrefixSize + len);
     encode_fragment_prefix(FragmentPrefix{ref, index, last}, payload.data());

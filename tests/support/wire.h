@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <span>
 #include <string>
@@ -27,7 +28,10 @@ inline Bytes raw_frame(uint16_t type_field, std::span<const uint8_t> body, uint3
   codec::put_u16(out.data() + 6, type_field);
   codec::put_u32(out.data() + 8, len);
   codec::put_u32(out.data() + 12, sequence);
-  out.insert(out.end(), body.begin(), body.end());
+  // resize + memcpy rather than insert: gcc 12 reports a false -Warray-bounds
+  // for vector::insert of a span inlined here.
+  out.resize(codec::kHeaderSize + body.size());
+  if (!body.empty()) std::memcpy(out.data() + codec::kHeaderSize, body.data(), body.size());
   if (add_crc) {
     uint8_t t[4];
     codec::put_u32(t, codec::crc32c(body));
