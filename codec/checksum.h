@@ -1,4 +1,4 @@
-// CRC32C (Castagnoli) over byte spans: the frame body checksum of docs/protocol.md §2.
+// CRC32C (Castagnoli) over byte spans: the frame body checksum of docs/protocol.md §5.
 // Pure functions: no allocation, no state beyond constant tables; any thread may call.
 #pragma once
 
