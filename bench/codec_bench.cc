@@ -2,13 +2,10 @@
 // CRC32C of 1 KiB frames, header parse, encode once / per-recipient headers, CRC32C, zstd.
 // A benchmark program, not codec code: it may run the notification generator and use the clock.
 #include <benchmark/benchmark.h>
-#include <unistd.h>
-#include <zdict.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -17,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/notifications.h"
 #include "codec/checksum.h"
 #include "codec/compression.h"
 #include "codec/frame_decoder.h"
@@ -35,68 +33,10 @@ using Bytes = std::vector<uint8_t>;
 // ---------------------------------------------------------------------------------------
 // Realistic input: notifications from the shared generator (about 380 bytes of JSON each).
 
-std::string shared_dir() {
-  const char* env = std::getenv("HERALD_SHARED_DIR");
-  return env != nullptr && *env != '\0' ? std::string(env) : std::string(HERALD_SOURCE_DIR "/../shared");
-}
-
-// One JSON object per line; empty if python or the script is missing or the run fails.
-std::vector<std::string> generate_notifications(int seed, int count) {
-  const std::string script = shared_dir() + "/data/gen_notifications.py";
-  if (access("/usr/bin/python3", X_OK) != 0 || access(script.c_str(), R_OK) != 0) return {};
-  const std::string cmd = "/usr/bin/python3 '" + script + "' --seed " + std::to_string(seed) +
-                          " --count " + std::to_string(count);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return {};
-  std::vector<std::string> lines;
-  std::string line;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, pipe) != nullptr) {
-    line += buf;
-    if (!line.empty() && line.back() == '\n') {
-      line.pop_back();
-      if (!line.empty()) lines.push_back(line);
-      line.clear();
-    }
-  }
-  if (!line.empty()) lines.push_back(line);
-  if (pclose(pipe) != 0 || static_cast<int>(lines.size()) != count) return {};
-  return lines;
-}
-
-// The value of a top-level "key":"..." or "key":123 in the generator's compact JSON (its
-// top-level keys come before the nested payload object, so the first match is the right one).
-std::string json_field(std::string_view json, std::string_view key) {
-  std::string needle(1, '"');  // built piecewise: GCC 12 warns falsely (-Wrestrict) on "\"" + str
-  needle.append(key).append("\":");
-  const size_t at = json.find(needle);
-  if (at == std::string_view::npos) return {};
-  size_t pos = at + needle.size();
-  if (pos < json.size() && json[pos] == '"') {
-    const size_t end = json.find('"', pos + 1);
-    return end == std::string_view::npos ? std::string() : std::string(json.substr(pos + 1, end - pos - 1));
-  }
-  const size_t end = json.find_first_of(",}", pos);
-  return std::string(json.substr(pos, end == std::string_view::npos ? json.size() - pos : end - pos));
-}
-
-// A Publication as the server would send it for one generated notification.
-v1::Publication make_publication(const std::string& json, uint64_t offset) {
-  v1::Publication p;
-  p.set_channel("user:" + json_field(json, "user_id"));
-  p.set_offset(offset);
-  p.set_epoch("7f3a9c21");
-  p.set_message_id(json_field(json, "message_id"));
-  p.set_type(json_field(json, "message_type"));
-  const std::string prio = json_field(json, "priority");
-  const int prio_value = prio.empty() ? 3 : std::atoi(prio.c_str());
-  p.set_priority(v1::Priority_IsValid(prio_value) ? static_cast<v1::Priority>(prio_value) : v1::P3);
-  const std::string ts = json_field(json, "timestamp");  // nanoseconds
-  p.set_created_at_ms(ts.empty() ? 0 : static_cast<int64_t>(std::strtoll(ts.c_str(), nullptr, 10) / 1'000'000));
-  p.set_content_type("application/json");
-  p.set_payload(json);
-  return p;
-}
+using herald::bench::generate_notifications;
+using herald::bench::make_publication;
+using herald::bench::shared_dir;
+using herald::bench::train_dictionary;
 
 Bytes serialize(const google::protobuf::Message& m) {
   Bytes out;
@@ -115,26 +55,14 @@ struct Corpus {
 const Corpus& corpus() {
   static const Corpus c = [] {
     Corpus r;
-    const std::vector<std::string> train = generate_notifications(1, 5000);
-    r.eval = generate_notifications(2, 2000);
-    if (train.empty() || r.eval.empty()) {
+    std::vector<std::string> train;
+    std::string error;  // unused: the skip message below says what to fix
+    if (!generate_notifications(1, 5000, train, error) || !generate_notifications(2, 2000, r.eval, error)) {
       r.error = "cannot run /usr/bin/python3 " + shared_dir() + "/data/gen_notifications.py (set HERALD_SHARED_DIR)";
       return r;
     }
-    std::string samples;
-    std::vector<size_t> sizes;
-    for (const std::string& s : train) {
-      samples += s;
-      sizes.push_back(s.size());
-    }
-    std::vector<uint8_t> dict(16 * 1024);
-    const size_t n = ZDICT_trainFromBuffer(dict.data(), dict.size(), samples.data(), sizes.data(),
-                                           static_cast<unsigned>(sizes.size()));
-    if (ZDICT_isError(n) != 0) {
-      r.error = std::string("ZDICT_trainFromBuffer: ") + ZDICT_getErrorName(n);
-      return r;
-    }
-    dict.resize(n);
+    std::vector<uint8_t> dict;
+    if (!train_dictionary({train.begin(), train.end()}, 16 * 1024, dict, r.error)) return r;
     r.dictionaries = std::make_shared<codec::DictionarySet>();
     if (!codec::ok(r.dictionaries->add(dict, 3, &r.dictionary_id))) {
       r.error = "DictionarySet::add rejected the trained dictionary";

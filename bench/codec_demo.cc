@@ -1,9 +1,6 @@
 // codec_demo: a readable walk through the codec until heraldd exists (`./dev run` runs it).
 // Encodes a few notifications as Publication frames, prints them, then decodes the stream
 // one byte at a time. A demo program, not codec code: it prints and runs the generator.
-#include <unistd.h>
-#include <zdict.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/notifications.h"
 #include "codec/frame_encoder.h"
 #include "codec/message.h"
 #include "codec/message_reader.h"
@@ -31,40 +29,6 @@ const char* const kSamples[] = {
     R"({"message_id":"0b7c3e1a-5d2f-4c8e-9a61-7f4b2d9e8c10","message_type":"margin_call","user_id":"5f381d79-0671-4e23-a557-41cbe371613e","channel":"risk","priority":0,"timestamp":1760000000004120007,"source":"RiskControl","payload":{"account_id":"5f381d79-0671-4e23-a557-41cbe371613e","risk_ratio":1.0412,"level":"critical","message":"Risk ratio above threshold, add margin or reduce positions"}})",
     R"({"message_id":"9d41a6f2-3b7e-4e05-8c2d-1a6f5e3b7c94","message_type":"system_notice","user_id":"bce88796-64ed-4ce5-9b4a-18fca1390385","channel":"system","priority":3,"timestamp":1760000000004980311,"source":"System","payload":{"title":"Scheduled maintenance","content":"The IF2412 session starts at 21:00.","level":"info"}})",
 };
-
-std::vector<std::string> generate(int seed, int count) {
-  const char* env = std::getenv("HERALD_SHARED_DIR");
-  const std::string script = (env != nullptr && *env != '\0' ? std::string(env) : std::string(HERALD_SOURCE_DIR "/../shared")) +
-                             "/data/gen_notifications.py";
-  if (access("/usr/bin/python3", X_OK) != 0 || access(script.c_str(), R_OK) != 0) return {};
-  const std::string cmd = "/usr/bin/python3 '" + script + "' --seed " + std::to_string(seed) + " --count " + std::to_string(count);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return {};
-  std::vector<std::string> lines;
-  std::string line;
-  for (int c = std::fgetc(pipe); c != EOF; c = std::fgetc(pipe)) {
-    if (c != '\n') {
-      line += static_cast<char>(c);
-    } else if (!line.empty()) {
-      lines.push_back(std::move(line));
-      line.clear();
-    }
-  }
-  return pclose(pipe) == 0 && static_cast<int>(lines.size()) == count ? lines : std::vector<std::string>{};
-}
-
-// A top-level field of the generator's compact JSON ("key":"text" or "key":number).
-std::string json_field(std::string_view json, std::string_view key) {
-  std::string needle(1, '"');
-  needle.append(key).append("\":");
-  const size_t at = json.find(needle);
-  if (at == std::string_view::npos) return {};
-  const size_t pos = at + needle.size();
-  const bool quoted = pos < json.size() && json[pos] == '"';
-  const size_t end = quoted ? json.find('"', pos + 1) : json.find_first_of(",}", pos);
-  if (end == std::string_view::npos) return {};
-  return std::string(quoted ? json.substr(pos + 1, end - pos - 1) : json.substr(pos, end - pos));
-}
 
 std::string hex(const uint8_t* p, size_t n) {
   std::string s;
@@ -110,26 +74,20 @@ int main(int argc, char** argv) {
   }
   if (count < 1 || count > 1000) count = 5;
 
-  std::vector<std::string> notes = generate(7, count);
-  const bool generated = !notes.empty();
+  std::vector<std::string> notes;
+  std::string error;  // not printed: the header line below says "built-in samples"
+  const bool generated = herald::bench::generate_notifications(7, count, notes, error);
   for (int i = 0; !generated && i < count; ++i) notes.emplace_back(kSamples[i % 5]);
 
   // A dictionary trained on a different sample, loaded for both directions.
   auto set = std::make_shared<codec::DictionarySet>();
   uint32_t dict_id = 0;
-  const std::vector<std::string> train = generated ? generate(1, 2000) : std::vector<std::string>{};
-  if (!train.empty()) {
-    std::string joined;
-    std::vector<size_t> sizes;
-    for (const std::string& s : train) {
-      joined += s;
-      sizes.push_back(s.size());
-    }
-    Bytes dict(16 * 1024);
-    const size_t n = ZDICT_trainFromBuffer(dict.data(), dict.size(), joined.data(), sizes.data(), static_cast<unsigned>(sizes.size()));
-    if (ZDICT_isError(n) == 0 && codec::ok(set->add(std::span<const uint8_t>(dict.data(), n), 3, &dict_id))) {
-      std::printf("zstd dictionary: %zu bytes, id %u, trained on 2000 other notifications\n", n, dict_id);
-    }
+  std::vector<std::string> train;
+  Bytes dict;
+  if (generated && herald::bench::generate_notifications(1, 2000, train, error) &&
+      herald::bench::train_dictionary({train.begin(), train.end()}, 16 * 1024, dict, error) &&
+      codec::ok(set->add(dict, 3, &dict_id))) {
+    std::printf("zstd dictionary: %zu bytes, id %u, trained on 2000 other notifications\n", dict.size(), dict_id);
   }
   std::printf("%d notifications (%s), channel user:42, CRC32C on, zstd %s\n\n", count,
               generated ? "gen_notifications.py --seed 7" : "built-in samples", dict_id != 0 ? "with dictionary" : "without dictionary");
@@ -143,18 +101,8 @@ int main(int argc, char** argv) {
   uint32_t sequence = 0;
   size_t json_bytes = 0;
   for (int i = 0; i < count; ++i) {
-    herald::v1::Publication p;
-    p.set_channel("user:42");
-    p.set_offset(static_cast<uint64_t>(i) + 1);
-    p.set_epoch("7f3a9c21");
-    p.set_message_id(json_field(notes[i], "message_id"));
-    p.set_type(json_field(notes[i], "message_type"));
-    const std::string prio = json_field(notes[i], "priority");
-    const int prio_value = prio.empty() ? 3 : std::atoi(prio.c_str());
-    p.set_priority(herald::v1::Priority_IsValid(prio_value) ? static_cast<herald::v1::Priority>(prio_value) : herald::v1::P3);
-    p.set_created_at_ms(std::strtoll(json_field(notes[i], "timestamp").c_str(), nullptr, 10) / 1'000'000);
-    p.set_content_type("application/json");
-    p.set_payload(notes[i]);
+    herald::v1::Publication p = herald::bench::make_publication(notes[i], static_cast<uint64_t>(i) + 1);
+    p.set_channel("user:42");  // one demo subscriber, whatever user the generator picked
     json_bytes += notes[i].size();
 
     Bytes body;

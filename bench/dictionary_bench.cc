@@ -2,9 +2,6 @@
 // one, without and with a zstd dictionary trained on another seed's output; sizes, wire bytes
 // and speeds. Exits non-zero if the dictionary is not at least twice as good (a CI smoke check).
 // A plain program (named *_bench.cc so the bench glob builds it); it may use popen and clocks.
-#include <unistd.h>
-#include <zdict.h>
-
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -19,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/notifications.h"
 #include "codec/compression.h"
 #include "codec/frame_encoder.h"
 #include "codec/message.h"
@@ -30,6 +28,7 @@ namespace {
 namespace codec = herald::codec;
 namespace v1 = herald::v1;
 using Bytes = std::vector<uint8_t>;
+using herald::bench::make_publication;
 
 constexpr int kTrainSeed = 1;
 constexpr int kTrainCount = 5000;
@@ -46,69 +45,12 @@ constexpr double kTargetRatio = 2.0;
   std::exit(2);
 }
 
-std::string shared_dir() {
-  const char* env = std::getenv("HERALD_SHARED_DIR");
-  return env != nullptr && *env != '\0' ? std::string(env) : std::string(HERALD_SOURCE_DIR "/../shared");
-}
-
 // One JSON object per line from the shared generator; dies if it cannot be run.
-std::vector<std::string> generate_notifications(int seed, int count) {
-  const std::string script = shared_dir() + "/data/gen_notifications.py";
-  if (access("/usr/bin/python3", X_OK) != 0) die("/usr/bin/python3 is missing");
-  if (access(script.c_str(), R_OK) != 0) die(script + " is missing (set HERALD_SHARED_DIR)");
-  const std::string cmd = "/usr/bin/python3 '" + script + "' --seed " + std::to_string(seed) +
-                          " --count " + std::to_string(count);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) die("popen failed: " + cmd);
+std::vector<std::string> generate_or_die(int seed, int count) {
   std::vector<std::string> lines;
-  std::string line;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, pipe) != nullptr) {
-    line += buf;
-    if (line.back() == '\n') {
-      line.pop_back();
-      if (!line.empty()) lines.push_back(line);
-      line.clear();
-    }
-  }
-  if (!line.empty()) lines.push_back(line);
-  if (pclose(pipe) != 0) die("generator failed: " + cmd);
-  if (static_cast<int>(lines.size()) != count) die("generator printed " + std::to_string(lines.size()) + " lines: " + cmd);
+  std::string error;
+  if (!herald::bench::generate_notifications(seed, count, lines, error)) die(error);
   return lines;
-}
-
-// The value of a top-level "key":"..." or "key":123 in the generator's compact JSON (its
-// top-level keys come before the nested payload object, so the first match is the right one).
-std::string json_field(std::string_view json, std::string_view key) {
-  std::string needle(1, '"');  // built piecewise: GCC 12 warns falsely (-Wrestrict) on "\"" + str
-  needle.append(key).append("\":");
-  const size_t at = json.find(needle);
-  if (at == std::string_view::npos) return {};
-  const size_t pos = at + needle.size();
-  if (pos < json.size() && json[pos] == '"') {
-    const size_t end = json.find('"', pos + 1);
-    return end == std::string_view::npos ? std::string() : std::string(json.substr(pos + 1, end - pos - 1));
-  }
-  const size_t end = json.find_first_of(",}", pos);
-  return std::string(json.substr(pos, end == std::string_view::npos ? json.size() - pos : end - pos));
-}
-
-// The Publication the server would send for one notification (payload = the JSON bytes).
-v1::Publication make_publication(const std::string& json, uint64_t offset) {
-  v1::Publication p;
-  p.set_channel("user:" + json_field(json, "user_id"));
-  p.set_offset(offset);
-  p.set_epoch("7f3a9c21");
-  p.set_message_id(json_field(json, "message_id"));
-  p.set_type(json_field(json, "message_type"));
-  const std::string prio = json_field(json, "priority");
-  const int prio_value = prio.empty() ? 3 : std::atoi(prio.c_str());
-  p.set_priority(v1::Priority_IsValid(prio_value) ? static_cast<v1::Priority>(prio_value) : v1::P3);
-  const std::string ts = json_field(json, "timestamp");  // nanoseconds
-  p.set_created_at_ms(ts.empty() ? 0 : static_cast<int64_t>(std::strtoll(ts.c_str(), nullptr, 10) / 1'000'000));
-  p.set_content_type("application/json");
-  p.set_payload(json);
-  return p;
 }
 
 std::span<const uint8_t> bytes_of(const std::string& s) {
@@ -151,19 +93,11 @@ Speed speed(double seconds, size_t messages, uint64_t bytes) {
 enum Mode { kNone = 0, kZstd = 1, kZstdDict = 2, kZstdPubDict = 3 };
 constexpr const char* kModeName[] = {"none", "zstd", "zstd+dict", "zstd+pubdict"};
 
-// ZDICT_trainFromBuffer over `samples`, capped at kDictionaryCapacity bytes; dies on error.
-Bytes train_dictionary(const std::vector<std::string_view>& samples) {
-  std::string joined;
-  std::vector<size_t> sizes;
-  for (std::string_view s : samples) {
-    joined.append(s);
-    sizes.push_back(s.size());
-  }
-  Bytes dict(kDictionaryCapacity);
-  const size_t size = ZDICT_trainFromBuffer(dict.data(), dict.size(), joined.data(), sizes.data(),
-                                            static_cast<unsigned>(sizes.size()));
-  if (ZDICT_isError(size) != 0) die(std::string("ZDICT_trainFromBuffer: ") + ZDICT_getErrorName(size));
-  dict.resize(size);
+// A dictionary trained on `samples`, capped at kDictionaryCapacity bytes; dies on error.
+Bytes train_or_die(const std::vector<std::string_view>& samples) {
+  Bytes dict;
+  std::string error;
+  if (!herald::bench::train_dictionary(samples, kDictionaryCapacity, dict, error)) die(error);
   return dict;
 }
 
@@ -198,12 +132,12 @@ int main(int argc, char** argv) {
     }
   }
 
-  const std::vector<std::string> train = generate_notifications(kTrainSeed, kTrainCount);
-  const std::vector<std::string> eval = generate_notifications(kEvalSeed, kEvalCount);
+  const std::vector<std::string> train = generate_or_die(kTrainSeed, kTrainCount);
+  const std::vector<std::string> eval = generate_or_die(kEvalSeed, kEvalCount);
 
   // Train in-process, as an operator would with `zstd --train --maxdict=16384`.
   const auto train_start = std::chrono::steady_clock::now();
-  const Bytes dict = train_dictionary({train.begin(), train.end()});
+  const Bytes dict = train_or_die({train.begin(), train.end()});
   const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
   std::vector<Bytes> train_pubs(train.size());
   for (size_t i = 0; i < train.size(); ++i) {
@@ -213,7 +147,7 @@ int main(int argc, char** argv) {
   }
   std::vector<std::string_view> pub_samples;
   for (const Bytes& b : train_pubs) pub_samples.push_back(view_of(b));
-  const Bytes pub_dict = train_dictionary(pub_samples);
+  const Bytes pub_dict = train_or_die(pub_samples);
   auto set = std::make_shared<codec::DictionarySet>();
   uint32_t dict_id = 0;
   uint32_t pub_dict_id = 0;
