@@ -1,0 +1,50 @@
+// PublicationRecord: serialized once, encoded once per wire variant.
+#include "server/publication.h"
+
+namespace herald::server {
+
+namespace {
+std::atomic<uint32_t> g_fragment_ref{1};
+}  // namespace
+
+uint32_t next_fragment_ref() noexcept { return g_fragment_ref.fetch_add(1, std::memory_order_relaxed); }
+
+PublicationRecord::PublicationRecord(v1::Publication publication) : publication_(std::move(publication)) {
+  body_ = publication_.SerializeAsString();
+}
+
+int64_t PublicationRecord::expires_at_ms() const noexcept {
+  if (publication_.ttl_s() == 0) return 0;
+  return publication_.created_at_ms() + int64_t{publication_.ttl_s()} * 1000;
+}
+
+size_t PublicationRecord::memory_bytes() const noexcept {
+  // The lazily built encodings are not counted: reading them here would race
+  // with a loop building one.
+  return sizeof(*this) + body_.capacity() + publication_.SpaceUsedLong();
+}
+
+const codec::EncodedMessage& PublicationRecord::encoded(WireVariant variant, const SharedEncoding& enc,
+                                                        codec::CodecContext& ctx) const {
+  const size_t i = variant.index();
+  std::call_once(once_[i], [&] {
+    codec::EncodeOptions o;
+    o.checksum = variant.checksum;
+    o.compress = variant.zstd;
+    o.dictionary_id = variant.zstd ? enc.dictionary_id : 0;
+    o.compress_threshold = enc.compress_threshold;
+    o.max_frame_size = enc.fragment_size;
+    o.max_message_size = SIZE_MAX;  // checked against the receiver when queued
+    o.max_fragments = UINT32_MAX;
+    o.fragment_ref = next_fragment_ref();
+    std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body_.data()), body_.size());
+    codec::Status s = codec::encode_message(codec::FrameType::kPublication, bytes, o, &ctx.compressor, encoded_[i]);
+    if (!codec::ok(s)) {
+      o.compress = false;  // e.g. an unknown dictionary: send it plain rather than not at all
+      (void)codec::encode_message(codec::FrameType::kPublication, bytes, o, nullptr, encoded_[i]);
+    }
+  });
+  return encoded_[i];
+}
+
+}  // namespace herald::server

@@ -1,0 +1,72 @@
+// One publication on a channel, immutable once built and shared (shared_ptr)
+// by the hub's history, every event loop and every connection's delivery lanes.
+// Its wire encodings are built at most once per wire variant, on first use.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "codec/frame_encoder.h"
+#include "codec/message_reader.h"
+#include "herald.pb.h"
+
+namespace herald::server {
+
+// The four ways a connection may want a publication on the wire: zstd or not
+// (negotiated), CRC32C or not (negotiated). Dictionary and fragment size are
+// server-wide, so they are not part of the variant.
+struct WireVariant {
+  bool zstd = false;
+  bool checksum = false;
+  size_t index() const noexcept { return (zstd ? 1 : 0) | (checksum ? 2 : 0); }
+};
+
+// Server-wide encoding settings for shared publications.
+struct SharedEncoding {
+  uint32_t dictionary_id = 0;            // used when a connection negotiated zstd with it
+  size_t compress_threshold = codec::kDefaultCompressThreshold;
+  // Shared bodies are fragmented at the smallest frame size every peer accepts,
+  // so one encoding serves every connection.
+  uint32_t fragment_size = codec::kMinMaxFrameSize;
+};
+
+class PublicationRecord {
+ public:
+  explicit PublicationRecord(v1::Publication publication);
+
+  const v1::Publication& publication() const noexcept { return publication_; }
+  const std::string& channel() const noexcept { return publication_.channel(); }
+  uint64_t offset() const noexcept { return publication_.offset(); }
+  const std::string& epoch() const noexcept { return publication_.epoch(); }
+  int priority() const noexcept { return publication_.priority(); }
+  // Unix milliseconds after which it must not be delivered; 0 = never expires.
+  int64_t expires_at_ms() const noexcept;
+  // Serialized herald.v1.Publication (the uncompressed message body).
+  const std::string& body() const noexcept { return body_; }
+  // Bytes of the record and its body (for history memory accounting).
+  size_t memory_bytes() const noexcept;
+
+  // The frames for `variant`, encoded on first use with `ctx` (the calling
+  // loop's CodecContext) and shared afterwards. Thread-safe. Never null; if
+  // compression fails the plain encoding is used for that variant.
+  const codec::EncodedMessage& encoded(WireVariant variant, const SharedEncoding& enc,
+                                       codec::CodecContext& ctx) const;
+
+ private:
+  v1::Publication publication_;
+  std::string body_;
+  mutable std::array<std::once_flag, 4> once_;
+  mutable std::array<codec::EncodedMessage, 4> encoded_;
+};
+
+using PublicationPtr = std::shared_ptr<const PublicationRecord>;
+
+// A process-wide counter for fragment refs of shared messages (docs/protocol.md
+// §7.3: unique among in-progress messages; a global counter is).
+uint32_t next_fragment_ref() noexcept;
+
+}  // namespace herald::server
