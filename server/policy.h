@@ -27,6 +27,8 @@ struct NamespacePolicy {
   Publish publish = Publish::kNone;
   size_t history_size = 100;         // publications kept for resume (0 = none)
   uint32_t history_ttl_s = 300;      // how long they are kept
+
+  bool operator==(const NamespacePolicy&) const = default;
 };
 
 // The namespace of a channel: the text before the first ':', or "".

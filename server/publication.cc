@@ -1,6 +1,8 @@
 // PublicationRecord: serialized once, encoded once per wire variant.
 #include "server/publication.h"
 
+#include <chrono>
+
 namespace herald::server {
 
 namespace {
@@ -11,6 +13,9 @@ uint32_t next_fragment_ref() noexcept { return g_fragment_ref.fetch_add(1, std::
 
 PublicationRecord::PublicationRecord(v1::Publication publication) : publication_(std::move(publication)) {
   body_ = publication_.SerializeAsString();
+  accepted_us_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                           std::chrono::steady_clock::now().time_since_epoch())
+                                           .count());
 }
 
 int64_t PublicationRecord::expires_at_ms() const noexcept {

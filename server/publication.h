@@ -45,6 +45,9 @@ class PublicationRecord {
   int priority() const noexcept { return publication_.priority(); }
   // Unix milliseconds after which it must not be delivered; 0 = never expires.
   int64_t expires_at_ms() const noexcept;
+  // Monotonic microseconds when the record was built (publish accepted): the
+  // start of the publish-to-socket-write latency.
+  uint64_t accepted_us() const noexcept { return accepted_us_; }
   // Serialized herald.v1.Publication (the uncompressed message body).
   const std::string& body() const noexcept { return body_; }
   // Bytes of the record and its body (for history memory accounting).
@@ -59,6 +62,7 @@ class PublicationRecord {
  private:
   v1::Publication publication_;
   std::string body_;
+  uint64_t accepted_us_ = 0;
   mutable std::array<std::once_flag, 4> once_;
   mutable std::array<codec::EncodedMessage, 4> encoded_;
 };

@@ -1,0 +1,263 @@
+// ChannelHub: 64 shards by channel hash, each a mutex over its channels' subscriber
+// counts and dedup entries, with a FIFO of dedup expiries so sweep() only touches what expired.
+#include "server/channel_hub.h"
+
+#include <algorithm>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+
+#include "server/policy.h"
+
+namespace herald::server {
+
+namespace {
+
+constexpr size_t kShards = 64;
+
+// Bytes the offset and epoch fields may add to a publication once History has
+// set them: offset tag + 10-byte varint, epoch tag + length + up to 64 bytes.
+constexpr size_t kPositionFieldsReserve = 1 + 10 + 1 + 1 + 64;
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+}  // namespace
+
+struct ChannelHub::ChannelState {
+  struct Dedup {
+    uint64_t offset = 0;
+    std::string epoch;
+    uint64_t expires_ms = 0;  // monotonic
+    uint64_t seq = 0;         // matches the live expiry queue item
+  };
+  explicit ChannelState(size_t loops) : subscribers(loops, 0) {}
+
+  const std::string* name = nullptr;  // the shard map's key (nodes don't move)
+  std::vector<uint32_t> subscribers;  // per loop
+  size_t total = 0;                   // sum of subscribers
+  std::unordered_map<std::string, Dedup, StringHash, std::equal_to<>> dedup;
+};
+
+struct alignas(64) ChannelHub::Shard {
+  // One item per remembered message id, in insertion order. Items point into
+  // the maps: a ChannelState stays while it has dedup entries, and a dedup entry
+  // is erased only when its live item (the newest for that key) is popped, after
+  // any stale ones (left by re-remembering an expired, not yet swept id), so an
+  // item never points at freed memory.
+  struct Expiry {
+    ChannelState* channel;
+    std::pair<const std::string, ChannelState::Dedup>* entry;
+    uint64_t expires_ms;
+    uint64_t seq;
+  };
+  mutable std::mutex mu;
+  std::unordered_map<std::string, ChannelState, StringHash, std::equal_to<>> channels;
+  std::deque<Expiry> expiries;
+  size_t dedup_live = 0;
+  uint64_t next_seq = 1;
+};
+
+ChannelHub::ChannelHub(size_t loops, History& history, DeliverySink& sink,
+                       std::function<ChannelOptions(std::string_view channel)> options, uint64_t dedup_window_ms,
+                       HubLimits limits)
+    : loops_(std::max<size_t>(loops, 1)),
+      history_(history),
+      sink_(sink),
+      options_(std::move(options)),
+      dedup_window_ms_(dedup_window_ms),
+      limits_(limits),
+      dedup_cap_per_shard_(std::max<size_t>(1, (limits.max_dedup_entries + kShards - 1) / kShards)),
+      shards_(new Shard[kShards]) {}
+
+ChannelHub::~ChannelHub() = default;
+
+ChannelHub::Shard& ChannelHub::shard_for(std::string_view channel) const noexcept {
+  return shards_[std::hash<std::string_view>{}(channel) % kShards];
+}
+
+PublishOutcome ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_ms) {
+  PublishOutcome out;
+  if (!valid_channel_name(draft.channel)) {
+    out.status = codec::Status::kBadChannel;
+    return out;
+  }
+  if (draft.message_id.size() > limits_.max_message_id) {
+    out.status = codec::Status::kInvalidField;
+    return out;
+  }
+  if (draft.payload.size() > limits_.max_message_size) {  // cheap early answer before building
+    out.status = codec::Status::kMessageTooLarge;
+    return out;
+  }
+
+  v1::Publication pub;
+  pub.set_channel(draft.channel);
+  pub.set_message_id(draft.message_id);
+  pub.set_type(std::move(draft.type));
+  pub.set_priority(draft.priority >= 0 && draft.priority <= 3 ? static_cast<v1::Priority>(draft.priority) : v1::P3);
+  pub.set_created_at_ms(now_unix_ms);
+  pub.set_collapse_key(std::move(draft.collapse_key));
+  pub.set_ttl_s(draft.ttl_s);
+  pub.set_content_type(std::move(draft.content_type));
+  pub.set_payload(std::move(draft.payload));
+  pub.set_dismiss_on_read(draft.dismiss_on_read);
+  if (pub.ByteSizeLong() + kPositionFieldsReserve > limits_.max_message_size) {
+    out.status = codec::Status::kMessageTooLarge;
+    return out;
+  }
+  // Outside the lock: it is configuration lookup, not channel state.
+  const ChannelOptions options = options_ ? options_(draft.channel) : ChannelOptions{};
+  const bool dedup = dedup_window_ms_ > 0 && !draft.message_id.empty();
+
+  Shard& shard = shard_for(draft.channel);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.channels.find(std::string_view(draft.channel));
+  ChannelState* state = it == shard.channels.end() ? nullptr : &it->second;
+  if (dedup && state != nullptr) {
+    auto d = state->dedup.find(std::string_view(draft.message_id));
+    // An expired entry not yet swept counts as gone; remember() reuses it.
+    if (d != state->dedup.end() && d->second.expires_ms > now_ms) {
+      out.offset = d->second.offset;
+      out.epoch = d->second.epoch;
+      out.duplicate = true;
+      dedup_hits_.fetch_add(1, std::memory_order_relaxed);
+      return out;
+    }
+  }
+
+  PublicationPtr record = history_.append(std::move(pub), options, now_unix_ms);
+  if (!record) {
+    out.status = codec::Status::kStorageUnavailable;
+    return out;
+  }
+  publishes_.fetch_add(1, std::memory_order_relaxed);
+  out.offset = record->offset();
+  out.epoch = record->epoch();
+  if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms);
+  if (state != nullptr && state->total > 0) {
+    for (size_t loop = 0; loop < loops_; ++loop) {
+      if (state->subscribers[loop] > 0) sink_.deliver(loop, record);
+    }
+  }
+  return out;
+}
+
+void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelState* state, const std::string& message_id,
+                          const PublicationPtr& record, uint64_t now_ms) {
+  if (state == nullptr) {
+    auto [it, inserted] = shard.channels.try_emplace(std::string(channel), loops_);
+    it->second.name = &it->first;
+    state = &it->second;
+  }
+  auto [it, inserted] = state->dedup.try_emplace(message_id);
+  ChannelState::Dedup& d = it->second;
+  d.offset = record->offset();
+  d.epoch = record->epoch();
+  d.expires_ms = now_ms + dedup_window_ms_;
+  d.seq = shard.next_seq++;
+  if (inserted) ++shard.dedup_live;
+  shard.expiries.push_back(Shard::Expiry{state, &*it, d.expires_ms, d.seq});
+  // The entry just added is the newest and the cap is >= 1, so it is never the one evicted.
+  while (shard.dedup_live > dedup_cap_per_shard_) {
+    if (pop_dedup_front(shard)) dedup_evictions_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool ChannelHub::pop_dedup_front(Shard& shard) noexcept {
+  const Shard::Expiry item = shard.expiries.front();
+  shard.expiries.pop_front();
+  if (item.entry->second.seq != item.seq) return false;  // stale: the id was remembered again later
+  ChannelState& state = *item.channel;
+  // find + erase(iterator): erase(key) with a key that lives in the erased node is asking for trouble.
+  state.dedup.erase(state.dedup.find(std::string_view(item.entry->first)));
+  --shard.dedup_live;
+  erase_if_unused(shard, state);
+  return true;
+}
+
+void ChannelHub::erase_if_unused(Shard& shard, ChannelState& state) noexcept {
+  if (state.total > 0 || !state.dedup.empty()) return;
+  shard.channels.erase(shard.channels.find(std::string_view(*state.name)));
+}
+
+SubscribeOutcome ChannelHub::subscribe(size_t loop, std::string_view channel, bool resume, std::string_view epoch,
+                                       uint64_t offset, int64_t now_unix_ms, std::vector<PublicationPtr>& replay) {
+  SubscribeOutcome out;
+  replay.clear();
+  if (loop >= loops_) {
+    out.status = codec::Status::kInternal;
+    return out;
+  }
+  if (!valid_channel_name(channel)) {
+    out.status = codec::Status::kBadChannel;
+    return out;
+  }
+  Shard& shard = shard_for(channel);
+  std::lock_guard lock(shard.mu);
+  // History first, registration last: if anything throws, nothing is registered.
+  out.position = history_.position(channel);
+  if (resume) {
+    out.recovered = history_.read_since(channel, epoch, offset, now_unix_ms, replay);
+    if (!out.recovered) replay.clear();
+  }
+  auto it = shard.channels.find(channel);
+  if (it == shard.channels.end()) {
+    it = shard.channels.try_emplace(std::string(channel), loops_).first;
+    it->second.name = &it->first;
+  }
+  ++it->second.subscribers[loop];
+  ++it->second.total;
+  return out;
+}
+
+void ChannelHub::unsubscribe(size_t loop, std::string_view channel) {
+  if (loop >= loops_) return;
+  Shard& shard = shard_for(channel);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.channels.find(channel);
+  if (it == shard.channels.end() || it->second.subscribers[loop] == 0) return;
+  --it->second.subscribers[loop];
+  --it->second.total;
+  erase_if_unused(shard, it->second);
+}
+
+void ChannelHub::sweep(int64_t now_unix_ms, uint64_t now_ms) {
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    std::lock_guard lock(shard.mu);
+    // Insertion order is expiry order up to clock skew between publishing
+    // threads (now_ms read before the lock); an entry a little out of order just
+    // waits for the next sweep, and publish() ignores expired entries anyway.
+    while (!shard.expiries.empty() && shard.expiries.front().expires_ms <= now_ms) pop_dedup_front(shard);
+  }
+
+  std::vector<std::string> idle;
+  history_.collect_idle(now_unix_ms, idle);
+  for (const std::string& name : idle) {
+    Shard& shard = shard_for(name);
+    std::lock_guard lock(shard.mu);
+    auto it = shard.channels.find(std::string_view(name));
+    // Forgetting a subscribed channel would restart its offsets under its subscribers.
+    if (it != shard.channels.end() && it->second.total > 0) continue;
+    history_.drop_if_idle(name, now_unix_ms);
+  }
+}
+
+ChannelHub::Stats ChannelHub::stats() const {
+  Stats st;
+  for (size_t i = 0; i < kShards; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    st.channels += shards_[i].channels.size();
+    st.dedup_entries += shards_[i].dedup_live;
+  }
+  st.publishes = publishes_.load(std::memory_order_relaxed);
+  st.dedup_hits = dedup_hits_.load(std::memory_order_relaxed);
+  st.dedup_evictions = dedup_evictions_.load(std::memory_order_relaxed);
+  return st;
+}
+
+}  // namespace herald::server

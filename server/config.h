@@ -1,0 +1,116 @@
+// heraldd's settings: embedded defaults, a TOML file and command-line flags
+// (each flag overrides the file), validated once at start-up. Start-up only:
+// loading may touch the file system; nothing here runs per connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/policy.h"
+
+namespace herald::server {
+
+
+// The built-in policy for `name` (also what a [[namespace]] table's omitted
+// keys default to). Either built-in that a configuration leaves out is added
+// back, so policy_for always has a "":
+//   ""     subscribe=grant, publish=none, history_size=100,  history_ttl_s=300
+//   "user" (personal channels) history_size=1000, history_ttl_s=86400; its
+//          subscribe/publish rules are fixed by the server and never read.
+// Any other name gets the "" values under that name.
+NamespacePolicy builtin_namespace_policy(std::string_view name);
+
+// Every setting, named "section.key" in messages, flags (--section.key) and
+// TOML ([section] key = ...). docs/configuration.md describes each one.
+struct Config {
+  // [server]
+  size_t loops = 0;                    // event loops; 0 = one per core (see loop_count())
+  std::string ready_file;              // write bound addresses as JSON once listening ("" = don't)
+  std::string log_level = "info";      // trace, debug, info, warn, error, off
+  std::map<std::string, std::string> log_levels;  // per module, e.g. {"session":"debug"}
+  uint32_t shutdown_timeout_ms = 5000;
+  // [listen] "host:port" (IPv4 or [IPv6]); port 0 = any free port; "" = listener disabled.
+  std::string tcp = "127.0.0.1:7600";
+  std::string tls;                     // enabled when set; needs tls_cert_file and tls_key_file
+  std::string api = "127.0.0.1:7680";
+  // [tls] (checked only while listen.tls is set)
+  std::string tls_cert_file, tls_key_file;
+  // [auth]
+  std::string jwt_secret = "herald-dev-secret";   // see default_secret()
+  std::string jwt_algorithm = "HS256";            // HS256, HS384 or HS512
+  std::string jwt_issuer, jwt_audience;           // checked when non-empty
+  uint32_t jwt_leeway_s = 30;
+  uint32_t refresh_grace_s = 30;                  // after exp: time to send Refresh before kTokenExpired
+  std::vector<std::string> api_keys = {"herald-dev-api-key"};
+  // [protocol]
+  uint32_t handshake_timeout_ms = 10000, heartbeat_ms = 25000, pong_timeout_ms = 10000;
+  uint32_t max_frame_size = 65536, max_message_size = 1048576;
+  bool compression = true, checksum = false;
+  std::string dictionary_file;                    // zstd dictionary to offer ("" = none)
+  // [limits]
+  uint32_t max_connections = 100000, max_connections_per_user = 32, max_connections_per_ip = 10000;
+  uint32_t max_subscriptions = 256;
+  size_t api_max_body_bytes = 1048576;
+  // [delivery]
+  size_t soft_limit_bytes = 262144;
+  uint32_t soft_limit_ms = 10000;
+  size_t hard_limit_bytes = 1048576;
+  size_t batch_bytes = 65536;
+  uint32_t dedup_window_s = 300;
+  // [[namespace]] tables; starts as the built-ins ("" then "user").
+  std::vector<NamespacePolicy> namespaces = {builtin_namespace_policy(""),
+                                             builtin_namespace_policy(kUserNamespace)};
+
+  // The policy of a channel's namespace (namespace_of); a namespace not listed
+  // gets the "" policy (or NamespacePolicy{} if a hand-built Config has no "").
+  // The reference lives as long as this Config and its `namespaces` are unchanged.
+  const NamespacePolicy& policy_for(std::string_view channel) const noexcept;
+  // True while jwt_secret is the public development default (start-up warns).
+  bool default_secret() const noexcept;
+  // True while api_keys contains the public development key (start-up warns).
+  bool default_api_key() const noexcept;
+  // `loops`, with 0 resolved to std::thread::hardware_concurrency() (at least 1).
+  size_t loop_count() const noexcept;
+
+  bool operator==(const Config&) const = default;
+};
+
+enum class ConfigResult {
+  kRun,    // `out` is complete and valid: start the server
+  kExit,   // print `message` to stdout and exit 0 (--help, --version, --print-config)
+  kError,  // print `message` to stderr and exit non-zero
+};
+
+// Parses argv (argv[0] is the program name). `--config FILE` loads TOML first,
+// then every flag given overrides its setting; the result is validated.
+// kExit: `message` is the help text (--help), the version line (--version) or
+// the validated configuration as TOML (--print-config).
+// kError: `message` is one line naming the setting and what is wrong, e.g.
+//   listen.tcp: "1.2.3.4:99999" is not host:port with port 0-65535
+// covering unknown flags, unknown TOML sections/keys, wrong types, TOML syntax,
+// unreadable files and every validation rule of docs/configuration.md.
+// `out` is assigned only on kRun (and on kExit from --print-config).
+// Never throws. Reads the file system (config, TLS and dictionary files).
+ConfigResult load_config(int argc, const char* const* argv, Config& out, std::string& message);
+
+// Whether to_toml prints secrets (auth.jwt_secret, auth.api_keys).
+enum class Secrets {
+  kShow,    // exact values: --print-config, round trips through load_config
+  kRedact,  // for logs: non-default secrets become "(redacted)"
+};
+
+// Every setting's current value as TOML, sections in the documented order and
+// [[namespace]] last. With Secrets::kShow, load_config of the text gives back
+// an equal Config.
+std::string to_toml(const Config& c, Secrets secrets = Secrets::kShow);
+
+// Splits "host:port" (IPv4 literal) or "[v6]:port" (IPv6 literal; `host` gets
+// it without brackets). Port is 0-65535 in decimal. False, leaving the outputs
+// unspecified, for anything else (hostnames, missing port, zone ids, ...).
+bool split_host_port(std::string_view s, std::string& host, uint16_t& port);
+
+}  // namespace herald::server

@@ -1,0 +1,462 @@
+// Connection: socket <-> Session, output through DeliveryLanes, two-phase close.
+#include "server/connection.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <spdlog/spdlog.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "server/server_context.h"
+
+namespace herald::server {
+namespace {
+
+constexpr size_t kMaxIov = 64;
+constexpr int kReadsPerCallback = 4;   // fairness between connections of a loop
+constexpr uint32_t kErrorFlushMs = 1000;  // docs/protocol.md §9.2: flush an Error for at most 1 s
+
+CloseReason close_reason_for(codec::Status s) {
+  switch (s) {
+    case codec::Status::kAuthFailed:
+    case codec::Status::kAuthRequired:
+      return CloseReason::kAuthFailed;
+    case codec::Status::kTokenExpired:
+      return CloseReason::kTokenExpired;
+    case codec::Status::kHandshakeTimeout:
+      return CloseReason::kHandshakeTimeout;
+    case codec::Status::kHeartbeatTimeout:
+      return CloseReason::kHeartbeatTimeout;
+    case codec::Status::kSlowConsumer:
+      return CloseReason::kSlowConsumer;
+    case codec::Status::kTooManyConnections:
+      return CloseReason::kLimit;
+    case codec::Status::kGoingAway:
+      return CloseReason::kServerShutdown;
+    default:
+      return CloseReason::kProtocolError;
+  }
+}
+
+}  // namespace
+
+Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip)
+    : loop_(loop),
+      id_(id),
+      fd_(fd),
+      tls_(tls),
+      peer_ip_(std::move(peer_ip)),
+      session_(&loop->context().session_config, loop->context().verifier.get(), this, &loop->codec(),
+               std::to_string(loop->index()) + "-" + std::to_string(id & 0xFFFFFFFFFFFFFF), monotonic_ms()),
+      lanes_(&loop->context().output_limits) {}
+
+Connection::~Connection() {
+  if (read_ev_ != nullptr) event_free(read_ev_);
+  if (write_ev_ != nullptr) event_free(write_ev_);
+  if (bev_ != nullptr) {
+    bufferevent_free(bev_);  // closes the fd (BEV_OPT_CLOSE_ON_FREE)
+  } else if (fd_ >= 0) {
+    ::close(fd_);
+  }
+}
+
+bool Connection::start() {
+  if (tls_) {
+    SSL* ssl = SSL_new(loop_->context().ssl_ctx);
+    if (ssl == nullptr) return false;
+    bev_ = bufferevent_openssl_socket_new(loop_->base(), fd_, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev_ == nullptr) {
+      SSL_free(ssl);
+      return false;
+    }
+    // OpenSSL 3 reports a peer that closes without close_notify as an error;
+    // our frames detect truncation themselves, so treat it as EOF.
+    bufferevent_openssl_set_allow_dirty_shutdown(bev_, 1);
+    bufferevent_setcb(bev_, on_tls_read, on_tls_write, on_tls_event, this);
+    // Refill the bufferevent from the lanes when it drains below one batch.
+    bufferevent_setwatermark(bev_, EV_WRITE, loop_->context().output_limits.batch_bytes / 2, 0);
+    bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  } else {
+    read_ev_ = event_new(loop_->base(), fd_, EV_READ | EV_PERSIST, on_read, this);
+    write_ev_ = event_new(loop_->base(), fd_, EV_WRITE, on_write, this);
+    if (read_ev_ == nullptr || write_ev_ == nullptr) return false;
+    event_add(read_ev_, nullptr);
+  }
+  update_timer();
+  return true;
+}
+
+// ---------------------------------------------------------------- input
+
+void Connection::on_read(evutil_socket_t fd, short, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  auto buf = c->loop_->read_buffer();
+  for (int i = 0; i < kReadsPerCallback && !c->closing_; ++i) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n > 0) {
+      c->handle_bytes(buf.first(static_cast<size_t>(n)));
+      if (static_cast<size_t>(n) < buf.size()) break;
+      continue;
+    }
+    if (n == 0) {
+      c->handle_status(c->session_.on_eof(monotonic_ms()));
+      if (!c->closing_) c->start_closing(CloseReason::kClientClosed);
+      break;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+    c->start_closing(CloseReason::kIoError);
+    break;
+  }
+  c->after_output();
+}
+
+void Connection::on_tls_read(bufferevent* bev, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  evbuffer* in = bufferevent_get_input(bev);
+  while (!c->closing_ && evbuffer_get_length(in) > 0) {
+    evbuffer_iovec vec[8];
+    const int n = evbuffer_peek(in, -1, nullptr, vec, 8);
+    size_t used = 0;
+    for (int i = 0; i < n && i < 8 && !c->closing_; ++i) {
+      c->handle_bytes({static_cast<const uint8_t*>(vec[i].iov_base), vec[i].iov_len});
+      used += vec[i].iov_len;
+    }
+    evbuffer_drain(in, used);
+  }
+  if (c->closing_) evbuffer_drain(in, evbuffer_get_length(in));
+  c->after_output();
+}
+
+void Connection::handle_bytes(std::span<const uint8_t> bytes) {
+  loop_->context().metrics->bytes_in(bytes.size());
+  handle_status(session_.on_bytes(bytes, monotonic_ms(), unix_ms()));
+}
+
+void Connection::handle_status(codec::Status s) {
+  if (codec::ok(s) || closing_) return;
+  // The session already queued its Error frame; flush it, then close.
+  start_closing(close_reason_for(s));
+}
+
+void Connection::on_tls_event(bufferevent*, short what, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  if (what & BEV_EVENT_CONNECTED) return;
+  if (what & BEV_EVENT_EOF) {
+    c->handle_status(c->session_.on_eof(monotonic_ms()));
+    if (!c->closing_) c->start_closing(CloseReason::kClientClosed);
+  } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+    while (unsigned long e = bufferevent_get_openssl_error(c->bev_)) {
+      spdlog::get("tls")->debug("connection {}: {}", c->id_, ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "?");
+    }
+    c->lanes_.clear();  // the socket is gone: nothing more can be written
+    c->start_closing(CloseReason::kIoError);
+  }
+  c->after_output();
+}
+
+// ---------------------------------------------------------------- output
+
+void Connection::send(codec::EncodedMessage&& frame) noexcept {
+  if (closing_ && reaped_) return;
+  if (lanes_.enqueue_control(std::move(frame), monotonic_ms()) == EnqueueOutcome::kSlowConsumer) {
+    lanes_.clear();
+    start_closing(CloseReason::kSlowConsumer);
+  }
+}
+
+void Connection::queue_publication(const PublicationPtr& p) {
+  ServerContext& ctx = loop_->context();
+  const auto& frames = p->encoded(session_.wire_variant(), ctx.shared_encoding, loop_->codec());
+  const int prio = p->priority() >= 0 && p->priority() <= 3 ? p->priority() : 3;
+  switch (lanes_.enqueue(p, &frames, prio, monotonic_ms())) {
+    case EnqueueOutcome::kQueued:
+      ctx.metrics->delivered(prio);
+      break;
+    case EnqueueOutcome::kShed:
+      ctx.metrics->shed(prio);
+      break;
+    case EnqueueOutcome::kSlowConsumer:
+      // Never drop P0/P1 silently: tell the client why and close; it resumes from its offset.
+      lanes_.clear();
+      session_.disconnect(codec::Status::kSlowConsumer, "slow consumer: output limit exceeded");
+      start_closing(CloseReason::kSlowConsumer);
+      break;
+  }
+}
+
+void Connection::send_publication(const PublicationPtr& p) noexcept { queue_publication(p); }
+
+void Connection::deliver(const PublicationPtr& p) {
+  if (closing_) return;
+  if (!session_.wants(*p)) {
+    if (!codec::ok(session_.fatal())) start_closing(close_reason_for(session_.fatal()));
+    return;
+  }
+  queue_publication(p);
+  after_output();
+}
+
+void Connection::after_output() {
+  if (reaped_) return;
+  if (!lanes_.empty()) {
+    if (lanes_.urgent()) {
+      flush();  // control frames and P0 do not wait for the end of the iteration
+    } else {
+      loop_->schedule_flush(this);
+    }
+  }
+  update_timer();
+  finish_if_flushed();
+}
+
+void Connection::flush() {
+  if (reaped_) return;
+  if (tls_) {
+    flush_tls();
+  } else {
+    flush_plain();
+  }
+  maybe_send_go_away();
+  finish_if_flushed();
+}
+
+void Connection::flush_plain() {
+  if (write_blocked_) return;
+  Metrics* m = loop_->context().metrics;
+  while (!lanes_.empty()) {
+    iovec iov[kMaxIov];
+    const size_t n = lanes_.prepare(iov, kMaxIov);
+    if (n == 0) break;
+    size_t want = 0;
+    for (size_t i = 0; i < n; ++i) want += iov[i].iov_len;
+    const ssize_t w = ::writev(fd_, iov, static_cast<int>(n));
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        lanes_.consumed(0, monotonic_ms());
+        write_blocked_ = true;
+        event_add(write_ev_, nullptr);
+        return;
+      }
+      lanes_.clear();
+      start_closing(CloseReason::kIoError);
+      return;
+    }
+    m->bytes_out(static_cast<size_t>(w));
+    lanes_.consumed(static_cast<size_t>(w), monotonic_ms());
+    if (static_cast<size_t>(w) < want) {
+      write_blocked_ = true;
+      event_add(write_ev_, nullptr);
+      return;
+    }
+  }
+}
+
+void Connection::flush_tls() {
+  evbuffer* out = bufferevent_get_output(bev_);
+  const size_t batch = loop_->context().output_limits.batch_bytes;
+  Metrics* m = loop_->context().metrics;
+  // One contiguous block per write: libevent's TLS bufferevent makes one TLS
+  // record per buffer segment, so small frames are copied together.
+  while (!lanes_.empty() && evbuffer_get_length(out) < batch) {
+    iovec iov[kMaxIov];
+    const size_t n = lanes_.prepare(iov, kMaxIov);
+    if (n == 0) break;
+    size_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += iov[i].iov_len;
+    evbuffer_iovec space;
+    if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(total), &space, 1) < 1 || space.iov_len < total) {
+      lanes_.consumed(0, monotonic_ms());
+      break;
+    }
+    auto* dst = static_cast<uint8_t*>(space.iov_base);
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(dst, iov[i].iov_base, iov[i].iov_len);
+      dst += iov[i].iov_len;
+    }
+    space.iov_len = total;
+    evbuffer_commit_space(out, &space, 1);
+    m->bytes_out(total);
+    lanes_.consumed(total, monotonic_ms());
+  }
+}
+
+void Connection::on_write(evutil_socket_t, short, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  c->write_blocked_ = false;
+  c->flush();
+  c->update_timer();
+}
+
+void Connection::on_tls_write(bufferevent*, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  c->flush();
+  c->update_timer();
+}
+
+// ---------------------------------------------------------------- timers and closing
+
+void Connection::update_timer() {
+  if (reaped_) return;
+  uint64_t deadline = closing_ ? close_deadline_ms_ : session_.next_deadline_ms();
+  if (!closing_ && !lanes_.empty()) {
+    // While output is above the soft limit, check again when T could have passed.
+    deadline = std::min(deadline, monotonic_ms() + loop_->context().output_limits.soft_ms / 4 + 1);
+  }
+  if (deadline != timer_deadline_) {
+    timer_deadline_ = deadline;
+    if (deadline != UINT64_MAX) loop_->schedule_timer(this, deadline);
+  }
+}
+
+void Connection::on_timer() {
+  timer_deadline_ = UINT64_MAX;
+  const uint64_t now = monotonic_ms();
+  if (closing_) {
+    if (now >= close_deadline_ms_) {
+      lanes_.clear();  // the Error flush deadline passed: give up on the rest
+      finish_if_flushed();
+    }
+    update_timer();
+    return;
+  }
+  if (lanes_.soft_limit_exceeded_too_long(now)) {
+    lanes_.clear();
+    session_.disconnect(codec::Status::kSlowConsumer, "slow consumer: output above the soft limit too long");
+    start_closing(CloseReason::kSlowConsumer);
+  } else {
+    handle_status(session_.on_timer(now, unix_ms()));
+  }
+  after_output();
+}
+
+void Connection::go_away(uint32_t reconnect_after_ms) {
+  if (closing_ || go_away_pending_) return;
+  // GoAway is the server's last frame: first write everything already queued
+  // for this client (nothing accepted is lost), then say GoAway and close.
+  go_away_pending_ = true;
+  go_away_reconnect_ms_ = reconnect_after_ms;
+  if (read_ev_ != nullptr) event_del(read_ev_);
+  if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
+  after_output();
+  maybe_send_go_away();
+}
+
+void Connection::maybe_send_go_away() {
+  if (!go_away_pending_ || closing_ || !lanes_.empty()) return;
+  go_away_pending_ = false;
+  session_.go_away(codec::Status::kGoingAway, "server shutting down", go_away_reconnect_ms_);
+  start_closing(CloseReason::kServerShutdown);
+  after_output();
+}
+
+void Connection::disconnect(codec::Status code, const std::string& reason) {
+  if (closing_) return;
+  session_.disconnect(code, reason);
+  start_closing(CloseReason::kDisconnectedByApi);
+  after_output();
+}
+
+void Connection::start_closing(CloseReason reason) {
+  if (closing_) return;
+  closing_ = true;
+  close_reason_ = reason;
+  close_deadline_ms_ = monotonic_ms() + kErrorFlushMs;
+  // Phase one: stop reading now; what must be said is flushed (with a deadline).
+  if (read_ev_ != nullptr) event_del(read_ev_);
+  if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
+  timer_deadline_ = UINT64_MAX;
+  update_timer();
+}
+
+void Connection::finish_if_flushed() {
+  if (!closing_ || reaped_) return;
+  const bool tls_pending = bev_ != nullptr && evbuffer_get_length(bufferevent_get_output(bev_)) > 0 &&
+                           monotonic_ms() < close_deadline_ms_;
+  if (!lanes_.empty() || tls_pending) return;
+  reaped_ = true;
+  loop_->schedule_reap(this);  // phase two: freed after the current callback
+}
+
+void Connection::release() {
+  if (released_) return;
+  released_ = true;
+  ServerContext& ctx = loop_->context();
+  for (const auto& channel : session_.subscriptions()) {
+    ctx.hub->unsubscribe(loop_->index(), channel);
+    loop_->remove_subscriber(channel, id_);
+  }
+  if (!user_.empty()) {
+    ctx.limiter->remove_user(user_);
+    loop_->remove_user(user_, id_);
+  }
+  ctx.limiter->remove_connection(peer_ip_);
+}
+
+// ---------------------------------------------------------------- SessionHost
+
+codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {
+  ServerContext& ctx = loop_->context();
+  codec::Status s = ctx.limiter->add_user(claims.user_id);
+  if (!codec::ok(s)) {
+    ctx.metrics->auth_failure(AuthFailure::kLimit);
+    return s;
+  }
+  user_ = claims.user_id;
+  loop_->add_user(user_, id_);
+  return codec::Status::kOk;
+}
+
+SessionSubscribeResult Connection::subscribe(const std::string& channel, bool resume, const std::string& epoch,
+                                             uint64_t offset, std::vector<PublicationPtr>& replay) noexcept {
+  ServerContext& ctx = loop_->context();
+  SubscribeOutcome o = ctx.hub->subscribe(loop_->index(), channel, resume, epoch, offset, unix_ms(), replay);
+  SessionSubscribeResult r;
+  r.status = o.status;
+  r.epoch = o.position.epoch;
+  r.offset = o.position.offset;
+  r.recovered = o.recovered;
+  if (codec::ok(o.status)) loop_->add_subscriber(channel, id_);
+  return r;
+}
+
+void Connection::unsubscribe(const std::string& channel) noexcept {
+  loop_->context().hub->unsubscribe(loop_->index(), channel);
+  loop_->remove_subscriber(channel, id_);
+}
+
+SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {
+  ServerContext& ctx = loop_->context();
+  PublishDraft d;
+  d.channel = std::move(p.channel);
+  d.message_id = std::move(p.message_id);
+  d.type = std::move(p.type);
+  d.content_type = std::move(p.content_type);
+  d.collapse_key = std::move(p.collapse_key);
+  d.priority = p.priority;
+  d.ttl_s = p.ttl_s;
+  d.dismiss_on_read = p.dismiss_on_read;
+  d.payload = std::move(p.payload);
+  PublishOutcome o = ctx.hub->publish(std::move(d), unix_ms(), monotonic_ms());
+  if (codec::ok(o.status)) {
+    ctx.metrics->published(PublishSource::kClient);
+    if (o.duplicate) ctx.metrics->dedup_hit();
+  } else {
+    ctx.metrics->publish_error();
+  }
+  SessionPublishResult r;
+  r.status = o.status;
+  r.offset = o.offset;
+  r.epoch = o.epoch;
+  r.duplicate = o.duplicate;
+  return r;
+}
+
+void Connection::on_ack(const std::string&, uint64_t) noexcept {
+  // Live channels keep no per-device state; the durable store (next issue) records acks.
+}
+
+}  // namespace herald::server

@@ -1,0 +1,98 @@
+// One client connection on one loop: moves bytes between the socket (plain TCP
+// with readv/writev, or TLS through a bufferevent_openssl) and its sans-IO
+// Session, queues output in its DeliveryLanes, and closes in two phases. Holds
+// no protocol logic. Loop thread only.
+#pragma once
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include <cstdint>
+#include <string>
+
+#include "server/delivery_lanes.h"
+#include "server/loop.h"
+#include "server/metrics.h"
+#include "server/session.h"
+
+namespace herald::server {
+
+class Connection final : public SessionHost {
+ public:
+  Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Registers events (and the TLS handshake); false if setup failed (then reap it).
+  bool start();
+
+  ConnectionId id() const noexcept { return id_; }
+  Session& session() noexcept { return session_; }
+  const std::string& peer_ip() const noexcept { return peer_ip_; }
+  bool closing() const noexcept { return closing_; }
+  CloseReason close_reason() const noexcept { return close_reason_; }
+  uint64_t timer_deadline() const noexcept { return timer_deadline_; }
+
+  // A live publication posted to this loop for a channel this connection joined.
+  void deliver(const PublicationPtr& p);
+  // Writes what is queued (called by the loop's end-of-iteration flush).
+  void flush();
+  void on_timer();
+  // Server-side close paths.
+  void go_away(uint32_t reconnect_after_ms);
+  void disconnect(codec::Status code, const std::string& reason);
+  // Releases hub subscriptions, user and IP counts; called once before destruction.
+  void release();
+
+  // ---- SessionHost ----
+  void send(codec::EncodedMessage&& frame) noexcept override;
+  void send_publication(const PublicationPtr& p) noexcept override;
+  codec::Status on_authenticated(const TokenClaims& claims) noexcept override;
+  SessionSubscribeResult subscribe(const std::string& channel, bool resume, const std::string& epoch, uint64_t offset,
+                                   std::vector<PublicationPtr>& replay) noexcept override;
+  void unsubscribe(const std::string& channel) noexcept override;
+  SessionPublishResult publish(SessionPublish&& p) noexcept override;
+  void on_ack(const std::string& channel, uint64_t offset) noexcept override;
+
+ private:
+  static void on_read(evutil_socket_t fd, short what, void* arg);
+  static void on_write(evutil_socket_t fd, short what, void* arg);
+  static void on_tls_read(bufferevent* bev, void* arg);
+  static void on_tls_write(bufferevent* bev, void* arg);
+  static void on_tls_event(bufferevent* bev, short what, void* arg);
+
+  void handle_bytes(std::span<const uint8_t> bytes);
+  void handle_status(codec::Status s);
+  void queue_publication(const PublicationPtr& p);
+  void after_output();
+  void start_closing(CloseReason reason);
+  void finish_if_flushed();
+  void maybe_send_go_away();
+  void update_timer();
+  void flush_plain();
+  void flush_tls();
+
+  Loop* loop_;
+  const ConnectionId id_;
+  int fd_;
+  const bool tls_;
+  std::string peer_ip_;
+  event* read_ev_ = nullptr;
+  event* write_ev_ = nullptr;
+  bufferevent* bev_ = nullptr;
+  Session session_;
+  DeliveryLanes lanes_;
+  uint64_t timer_deadline_ = UINT64_MAX;
+  uint64_t close_deadline_ms_ = UINT64_MAX;
+  std::string user_;  // set once authenticated and counted
+  bool closing_ = false;
+  bool reaped_ = false;
+  bool released_ = false;
+  bool write_blocked_ = false;
+  bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
+  uint32_t go_away_reconnect_ms_ = 0;
+  CloseReason close_reason_ = CloseReason::kClientClosed;
+};
+
+}  // namespace herald::server

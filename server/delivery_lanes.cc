@@ -1,0 +1,429 @@
+// DeliveryLanes: intrusive per-lane FIFOs of small nodes, a ring of prepared frame
+// headers, shedding and deficit round robin. Sans-IO: no sockets, no clock, no logging.
+#include "server/delivery_lanes.h"
+
+#include <algorithm>
+#include <limits>
+#include <new>
+#include <utility>
+
+namespace herald::server {
+
+// A queued message. Lives in its lane's list until its last frame is prepared
+// ("detached"), then only the ring slots of its unwritten frames refer to it; it is
+// freed when detached and none of its frames is in flight.
+struct DeliveryLanes::Entry {
+  Entry* next = nullptr;
+  const codec::EncodedMessage* frames = nullptr;
+  uint32_t next_frame = 0;  // frames [0, next_frame) have been prepared
+  uint32_t end_frame = 0;   // frames to send: frame_count(), or next_frame once discarded
+  uint32_t in_flight = 0;   // prepared frames not yet completely written
+  int8_t lane = 0;          // 0 = control, 1 + priority
+};
+
+struct DeliveryLanes::ControlEntry : Entry {
+  codec::EncodedMessage message;
+};
+
+struct DeliveryLanes::PublicationEntry : Entry {
+  PublicationPtr record;
+};
+
+// One prepared frame: its header (with its sequence number) and how much of it
+// (header then body) was written.
+struct DeliveryLanes::Slot {
+  Entry* entry;
+  uint32_t frame;
+  uint32_t written;
+  uint8_t header[codec::kHeaderSize];
+};
+
+namespace {
+
+constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
+constexpr uint32_t kWeights[3] = {8, 4, 1};  // P1, P2, P3
+constexpr uint16_t kFirstRingCap = 8;
+constexpr size_t kMaxRingCap = size_t{1} << 15;  // fits the uint16_t count
+
+// Lanes in internal numbering.
+constexpr int kControl = 0;
+constexpr int kP0 = 1;
+constexpr int kP1 = 2;
+constexpr int kP2 = 3;
+constexpr int kP3 = 4;
+
+}  // namespace
+
+// The bound every connection pays; see the class comment. On LP64 the members add up
+// to exactly 160 bytes (pointers 16, lanes 80, ring 8, byte counts 24, soft timer 8,
+// deficits 12, sequence 4, ring indexes 6, turn 1, padding 1).
+static_assert(sizeof(DeliveryLanes) <= DeliveryLanes::kMaxSize, "DeliveryLanes grew: it is paid per connection");
+
+namespace {
+
+size_t frame_size(const codec::EncodedMessage* m, uint32_t i) noexcept { return codec::kHeaderSize + m->body(i).size(); }
+
+}  // namespace
+
+DeliveryLanes::DeliveryLanes(const OutputLimits* limits, LaneCounters* counters) noexcept
+    : limits_(limits), counters_(counters), soft_since_ms_(kNever) {}
+
+DeliveryLanes::~DeliveryLanes() { clear(); }
+
+const LaneCounters& DeliveryLanes::counters() const noexcept {
+  static const LaneCounters kNone;
+  return counters_ != nullptr ? *counters_ : kNone;
+}
+
+size_t DeliveryLanes::soft_limit() const noexcept { return std::min(limits_->soft_bytes, limits_->hard_bytes); }
+
+bool DeliveryLanes::nothing_waiting() const noexcept {
+  for (const Lane& l : lanes_) {
+    if (l.head != nullptr) return false;
+  }
+  return true;
+}
+
+void DeliveryLanes::track_soft(uint64_t now_ms) noexcept {
+  if (queued_bytes_ <= soft_limit()) {
+    soft_since_ms_ = kNever;
+  } else if (soft_since_ms_ == kNever) {
+    soft_since_ms_ = now_ms;
+  }
+}
+
+void DeliveryLanes::push_back(int lane, Entry* e) noexcept {
+  Lane& l = lanes_[lane];
+  e->next = nullptr;
+  if (l.tail != nullptr) {
+    l.tail->next = e;
+  } else {
+    l.head = e;
+  }
+  l.tail = e;
+}
+
+void DeliveryLanes::release(Entry* e) noexcept {
+  if (e->lane == kControl) {
+    delete static_cast<ControlEntry*>(e);
+  } else {
+    delete static_cast<PublicationEntry*>(e);
+  }
+}
+
+EnqueueOutcome DeliveryLanes::enqueue_control(codec::EncodedMessage&& frame, uint64_t now_ms) noexcept {
+  if (frame.frame_count() == 0) return EnqueueOutcome::kQueued;
+  const size_t size = frame.wire_size();
+  // With nothing waiting, at most one batch of prepared frames is ahead: let one frame
+  // (an Error) through so the client learns why it is closed.
+  if (queued_bytes_ + size > limits_->hard_bytes && !nothing_waiting()) return EnqueueOutcome::kSlowConsumer;
+  auto* e = new (std::nothrow) ControlEntry;
+  if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
+  e->message = std::move(frame);
+  e->frames = &e->message;
+  e->end_frame = static_cast<uint32_t>(e->message.frame_count());
+  e->lane = kControl;
+  push_back(kControl, e);
+  queued_bytes_ += size;
+  track_soft(now_ms);
+  return EnqueueOutcome::kQueued;
+}
+
+void DeliveryLanes::drop_oldest(int lane, size_t incoming, size_t soft) noexcept {
+  Lane& l = lanes_[lane];
+  Entry* prev = nullptr;
+  Entry* e = l.head;
+  // Only the head can have started; it is sent completely.
+  if (e != nullptr && e->next_frame > 0) {
+    prev = e;
+    e = e->next;
+  }
+  while (e != nullptr && queued_bytes_ + incoming > soft) {
+    Entry* next = e->next;
+    if (prev != nullptr) {
+      prev->next = next;
+    } else {
+      l.head = next;
+    }
+    if (l.tail == e) l.tail = prev;
+    const size_t w = e->frames->wire_size();
+    queued_bytes_ -= w;
+    droppable_bytes_[lane - kP2] -= w;
+    if (counters_ != nullptr) ++counters_->shed[lane - kP0];
+    release(e);
+    e = next;
+  }
+}
+
+EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::EncodedMessage* frames, int priority,
+                                      uint64_t now_ms) noexcept {
+  if (frames == nullptr || frames->frame_count() == 0) return EnqueueOutcome::kQueued;
+  if (priority < 0 || priority > 3) priority = 3;
+  const int lane = kP0 + priority;
+  const size_t size = frames->wire_size();
+  const size_t soft = soft_limit();
+  const bool over_soft = queued_bytes_ != 0 && queued_bytes_ + size > soft;
+  if (over_soft) {
+    // Decide before dropping anything, so nothing is dropped for a message that is
+    // refused anyway.
+    if (priority == 3 || (priority == 2 && queued_bytes_ - droppable_bytes_[1] + size > soft)) {
+      if (counters_ != nullptr) ++counters_->shed[priority];
+      return EnqueueOutcome::kShed;
+    }
+    if (priority <= 1 && queued_bytes_ - droppable_bytes_[0] - droppable_bytes_[1] + size > limits_->hard_bytes) {
+      return EnqueueOutcome::kSlowConsumer;
+    }
+  }
+  auto* e = new (std::nothrow) PublicationEntry;
+  if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
+  e->record = std::move(record);
+  e->frames = frames;
+  e->end_frame = static_cast<uint32_t>(frames->frame_count());
+  e->lane = static_cast<int8_t>(lane);
+  if (over_soft) {
+    drop_oldest(kP3, size, soft);
+    if (priority <= 1) drop_oldest(kP2, size, soft);
+  }
+  push_back(lane, e);
+  queued_bytes_ += size;
+  if (lane >= kP2) droppable_bytes_[lane - kP2] += size;
+  if (counters_ != nullptr) ++counters_->queued[priority];
+  track_soft(now_ms);
+  return EnqueueOutcome::kQueued;
+}
+
+bool DeliveryLanes::urgent() const noexcept {
+  return lanes_[kControl].head != nullptr || lanes_[kP0].head != nullptr;
+}
+
+DeliveryLanes::Slot& DeliveryLanes::slot(size_t k) const noexcept {
+  return ring_[(ring_head_ + k) & (ring_cap_ - 1u)];
+}
+
+bool DeliveryLanes::reserve_slot() noexcept {
+  if (ring_count_ < ring_cap_) return true;
+  const size_t cap = ring_cap_ == 0 ? kFirstRingCap : size_t{ring_cap_} * 2;
+  if (cap > kMaxRingCap) return false;
+  Slot* r = new (std::nothrow) Slot[cap];
+  if (r == nullptr) return false;
+  for (size_t k = 0; k < ring_count_; ++k) r[k] = slot(k);
+  delete[] ring_;
+  ring_ = r;
+  ring_head_ = 0;
+  ring_cap_ = static_cast<uint16_t>(cap);
+  return true;
+}
+
+void DeliveryLanes::reset_round_robin_if_idle() noexcept {
+  // An idle lane keeps no credit (classic DRR); once all three are idle the next
+  // round starts fresh with P1, so a lone burst is sent in priority order.
+  if (lanes_[kP1].head != nullptr || lanes_[kP2].head != nullptr || lanes_[kP3].head != nullptr) {
+    for (int i = 0; i < 3; ++i) {
+      if (lanes_[kP1 + i].head == nullptr) deficit_[i] = 0;
+    }
+    return;
+  }
+  deficit_[0] = deficit_[1] = deficit_[2] = 0;
+  rr_lane_ = 2;
+}
+
+void DeliveryLanes::advance_round_robin() noexcept {
+  rr_lane_ = static_cast<uint8_t>(rr_lane_ == 2 ? 0 : rr_lane_ + 1);
+  if (lanes_[kP1 + rr_lane_].head != nullptr) {
+    deficit_[rr_lane_] += kQuantum * kWeights[rr_lane_];
+  } else {
+    deficit_[rr_lane_] = 0;  // an idle lane saves no credit
+  }
+}
+
+DeliveryLanes::Entry* DeliveryLanes::pick_round_robin(size_t* size) noexcept {
+  if (lanes_[kP1].head == nullptr && lanes_[kP2].head == nullptr && lanes_[kP3].head == nullptr) return nullptr;
+  int visited = 0;
+  for (;;) {
+    Entry* e = lanes_[kP1 + rr_lane_].head;
+    if (e == nullptr) {
+      deficit_[rr_lane_] = 0;
+    } else {
+      const size_t s = frame_size(e->frames, e->next_frame);
+      if (s <= deficit_[rr_lane_]) {
+        *size = s;
+        return e;  // the deficit is spent when the frame is actually prepared
+      }
+    }
+    if (++visited == 3) {
+      // A whole round without a frame small enough (frames bigger than a quantum):
+      // skip the rounds in which nobody could send, as if they had been run.
+      uint64_t rounds = std::numeric_limits<uint64_t>::max();
+      for (int i = 0; i < 3; ++i) {
+        const Entry* h = lanes_[kP1 + i].head;
+        if (h == nullptr) continue;
+        const uint64_t need = frame_size(h->frames, h->next_frame) - deficit_[i];
+        const uint64_t q = uint64_t{kQuantum} * kWeights[i];
+        rounds = std::min(rounds, (need + q - 1) / q);
+      }
+      for (int i = 0; i < 3; ++i) {
+        if (lanes_[kP1 + i].head != nullptr) {
+          deficit_[i] += static_cast<uint32_t>((rounds - 1) * kQuantum * kWeights[i]);
+        }
+      }
+      visited = 0;
+    }
+    advance_round_robin();
+  }
+}
+
+DeliveryLanes::Entry* DeliveryLanes::pick(size_t* size) noexcept {
+  for (int lane : {kControl, kP0}) {
+    if (Entry* e = lanes_[lane].head) {
+      *size = frame_size(e->frames, e->next_frame);
+      return e;
+    }
+  }
+  return pick_round_robin(size);
+}
+
+size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
+  if (iov == nullptr || max_iov == 0) return 0;
+  // Pass 1: count what the already prepared frames still need, then prepare new ones
+  // into the ring. The iovecs are filled only afterwards, because growing the ring
+  // moves the headers.
+  size_t pieces = 0;
+  size_t bytes = 0;
+  for (size_t k = 0; k < ring_count_; ++k) {
+    const Slot& s = slot(k);
+    const size_t size = frame_size(s.entry->frames, s.frame);
+    pieces += (s.written < codec::kHeaderSize ? 1 : 0) + (size > std::max<size_t>(s.written, codec::kHeaderSize) ? 1 : 0);
+    bytes += size - s.written;
+  }
+  const size_t batch = limits_->batch_bytes;
+  while (pieces < max_iov) {
+    size_t size = 0;
+    Entry* e = pick(&size);
+    if (e == nullptr) break;
+    if (bytes > 0 && bytes + size > batch) break;
+    const size_t need = size > codec::kHeaderSize ? 2 : 1;
+    if (pieces > 0 && pieces + need > max_iov) break;
+    if (!reserve_slot()) break;
+    Slot& s = slot(ring_count_++);
+    s.entry = e;
+    s.frame = e->next_frame;
+    s.written = 0;
+    e->frames->write_header(e->next_frame, next_sequence_++, s.header);
+    if (e->next_frame == 0 && e->lane >= kP2) droppable_bytes_[e->lane - kP2] -= e->frames->wire_size();
+    ++e->next_frame;
+    ++e->in_flight;
+    if (e->lane >= kP1) deficit_[e->lane - kP1] -= static_cast<uint32_t>(size);
+    if (e->next_frame == e->end_frame) {
+      // Detach: the next message of this lane may start; the slots keep this one alive.
+      Lane& l = lanes_[e->lane];
+      l.head = e->next;
+      if (l.head == nullptr) {
+        l.tail = nullptr;
+        if (e->lane >= kP1) reset_round_robin_if_idle();
+      }
+      e->next = nullptr;
+    }
+    pieces += need;
+    bytes += size;
+  }
+  // Pass 2: describe the ring in order.
+  size_t n = 0;
+  for (size_t k = 0; k < ring_count_ && n < max_iov; ++k) {
+    Slot& s = slot(k);
+    if (s.written < codec::kHeaderSize) {
+      iov[n].iov_base = s.header + s.written;
+      iov[n].iov_len = codec::kHeaderSize - s.written;
+      if (++n == max_iov) break;
+    }
+    const auto body = s.entry->frames->body(s.frame);
+    const size_t off = s.written > codec::kHeaderSize ? s.written - codec::kHeaderSize : 0;
+    if (off < body.size()) {
+      // writev never writes through iov_base; the shared body stays immutable.
+      iov[n].iov_base = const_cast<uint8_t*>(body.data() + off);
+      iov[n].iov_len = body.size() - off;
+      ++n;
+    }
+  }
+  return n;
+}
+
+void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
+  size_t left = n;
+  while (left > 0 && ring_count_ > 0) {
+    Slot& s = slot(0);
+    const size_t rest = frame_size(s.entry->frames, s.frame) - s.written;
+    if (left < rest) {
+      s.written += static_cast<uint32_t>(left);
+      left = 0;
+      break;
+    }
+    left -= rest;
+    Entry* e = s.entry;
+    ring_head_ = static_cast<uint16_t>((ring_head_ + 1u) & (ring_cap_ - 1u));
+    --ring_count_;
+    if (counters_ != nullptr) ++counters_->frames_out;
+    if (--e->in_flight == 0 && e->next_frame == e->end_frame) release(e);
+  }
+  const size_t done = n - left;
+  queued_bytes_ -= done;
+  if (counters_ != nullptr) counters_->bytes_out += done;
+  if (ring_count_ == 0 && ring_ != nullptr) {
+    delete[] ring_;
+    ring_ = nullptr;
+    ring_cap_ = 0;
+    ring_head_ = 0;
+  }
+  track_soft(now_ms);
+}
+
+bool DeliveryLanes::soft_limit_exceeded_too_long(uint64_t now_ms) const noexcept {
+  if (queued_bytes_ <= soft_limit() || soft_since_ms_ == kNever || now_ms < soft_since_ms_) return false;
+  return now_ms - soft_since_ms_ >= limits_->soft_ms;
+}
+
+size_t DeliveryLanes::queued_frames(int lane) const noexcept {
+  if (lane < -1 || lane > 3) return 0;
+  const int l = lane + 1;
+  size_t n = 0;
+  for (const Entry* e = lanes_[l].head; e != nullptr; e = e->next) n += e->end_frame - e->next_frame;
+  for (size_t k = 0; k < ring_count_; ++k) {
+    if (slot(k).entry->lane == l) ++n;
+  }
+  return n;
+}
+
+void DeliveryLanes::discard_queued() noexcept {
+  for (Lane& l : lanes_) {
+    for (Entry* e = l.head; e != nullptr;) {
+      Entry* next = e->next;
+      for (uint32_t i = e->next_frame; i < e->end_frame; ++i) queued_bytes_ -= frame_size(e->frames, i);
+      e->end_frame = e->next_frame;
+      e->next = nullptr;
+      // A started message with frames in flight lives on in the ring until they are written.
+      if (e->in_flight == 0) release(e);
+      e = next;
+    }
+    l = Lane{};
+  }
+  droppable_bytes_[0] = droppable_bytes_[1] = 0;
+  reset_round_robin_if_idle();
+  if (queued_bytes_ <= soft_limit()) soft_since_ms_ = kNever;
+}
+
+void DeliveryLanes::clear() noexcept {
+  discard_queued();
+  // Every entry is detached now; each goes with the last slot that refers to it.
+  for (size_t k = 0; k < ring_count_; ++k) {
+    Entry* e = slot(k).entry;
+    if (--e->in_flight == 0) release(e);
+  }
+  delete[] ring_;
+  ring_ = nullptr;
+  ring_cap_ = 0;
+  ring_head_ = 0;
+  ring_count_ = 0;
+  queued_bytes_ = 0;
+  soft_since_ms_ = kNever;
+}
+
+}  // namespace herald::server

@@ -1,0 +1,724 @@
+// HttpApi: evhttp setup, routing, authentication, request validation and
+// replies. Everything runs on the API loop thread; libevent callbacks are
+// static trampolines that never let an exception escape.
+#include "server/http_api.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <unordered_set>
+#include <utility>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
+
+#include "server/policy.h"
+
+namespace herald::server {
+
+using codec::Status;
+using nlohmann::json;
+
+int http_status_for(Status s) noexcept {
+  switch (s) {
+    case Status::kOk: return 200;
+    case Status::kBadChannel:
+    case Status::kInvalidField:
+    case Status::kMessageTooLarge: return 400;
+    case Status::kAuthRequired:
+    case Status::kAuthFailed: return 401;
+    case Status::kPermissionDenied: return 403;
+    case Status::kRateLimited: return 429;
+    case Status::kStorageUnavailable:
+    case Status::kGoingAway:
+    case Status::kTooManyConnections: return 503;
+    default: return 500;
+  }
+}
+
+bool decode_base64(std::string_view in, std::string& out) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  // Padding is optional, but when present it must complete the last quantum.
+  size_t pad = 0;
+  while (pad < 2 && pad < in.size() && in[in.size() - 1 - pad] == '=') ++pad;
+  if (pad > 0 && in.size() % 4 != 0) return false;
+  const std::string_view data = in.substr(0, in.size() - pad);
+  if (data.size() % 4 == 1) return false;
+  out.clear();
+  out.reserve(data.size() / 4 * 3 + 2);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (const char c : data) {
+    const int v = value(c);
+    if (v < 0) return false;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+    }
+  }
+  return true;
+}
+
+namespace {
+
+constexpr size_t kMaxJsonDepth = 64;     // nlohmann's dump() recurses: bound nesting first
+constexpr size_t kMaxFieldBytes = 256;   // message_id, type, content_type, collapse_key
+constexpr size_t kMaxReasonBytes = 256;  // disconnect reason (Error.text SHOULD be <= 256)
+constexpr size_t kMaxUserIdBytes = 255 - 5;  // "user:" + id must be a valid channel name
+constexpr std::string_view kDefaultDisconnectReason = "disconnected by the server";
+
+std::shared_ptr<spdlog::logger> logger() {
+  auto l = spdlog::get("api");
+  return l ? l : spdlog::default_logger();
+}
+
+// An error answer: the HTTP status and the {"error": {...}} object.
+struct ApiError {
+  int http = 400;
+  int code = 0;      // a Status number, or 0 for HTTP-level errors (not found, bad method)
+  std::string name;  // "kInvalidField", or "not_found" / "method_not_allowed" when code is 0
+  std::string message;
+  bool temporary = false;
+};
+
+ApiError status_error(Status s, std::string message) {
+  return {http_status_for(s), static_cast<int>(s), std::string(codec::to_string(s)), std::move(message),
+          codec::is_temporary(s)};
+}
+ApiError invalid(std::string message) { return status_error(Status::kInvalidField, std::move(message)); }
+
+json error_object(const ApiError& e) {
+  return {{"code", e.code}, {"name", e.name}, {"message", e.message}, {"temporary", e.temporary}};
+}
+
+// Serialization never throws on bad UTF-8 (ids from URLs can hold any byte).
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+bool nesting_within(std::string_view s, size_t max_depth) {
+  size_t depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : s) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
+bool all_whitespace(std::string_view s) {
+  for (const char c : s)
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return false;
+  return true;
+}
+
+bool valid_user_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxUserIdBytes) return false;
+  std::string channel = "user:";
+  channel.append(id);
+  return valid_channel_name(channel);
+}
+
+// A field is "given" when present and not null (null means absent everywhere).
+const json* field(const json& obj, const char* key) {
+  const auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+bool get_short_string(const json& obj, const char* key, const std::string& where, std::string& out,
+                      std::optional<ApiError>& err) {
+  const json* v = field(obj, key);
+  if (!v) return true;
+  if (!v->is_string()) {
+    err = invalid(where + key + ": must be a string");
+    return false;
+  }
+  const auto& s = v->get_ref<const std::string&>();
+  if (s.size() > kMaxFieldBytes) {
+    err = invalid(where + key + ": longer than " + std::to_string(kMaxFieldBytes) + " bytes");
+    return false;
+  }
+  out = s;
+  return true;
+}
+
+// Validates one publish object; `where` prefixes field names in messages
+// ("" or "messages[2].").
+std::optional<ApiError> parse_publish(const json& j, const ApiConfig& cfg, const std::string& where,
+                                      ApiPublishRequest& r) {
+  std::optional<ApiError> err;
+  if (!j.is_object()) return invalid((where.empty() ? std::string("body") : where.substr(0, where.size() - 1)) +
+                                     ": must be a JSON object");
+
+  const json* channel = field(j, "channel");
+  const json* users = field(j, "users");
+  if ((channel != nullptr) == (users != nullptr))
+    return invalid(where + "channel, " + where + "users: exactly one of them is required");
+  if (channel) {
+    if (!channel->is_string()) return invalid(where + "channel: must be a string");
+    r.channel = channel->get<std::string>();
+    if (!valid_channel_name(r.channel))
+      return status_error(Status::kBadChannel,
+                          where + "channel: not a valid channel name (1..255 bytes of A-Z a-z 0-9 _ . : @ / -)");
+  } else {
+    if (!users->is_array() || users->empty()) return invalid(where + "users: must be a non-empty array of user ids");
+    if (users->size() > cfg.max_users_per_publish)
+      return invalid(where + "users: at most " + std::to_string(cfg.max_users_per_publish) + " users per message");
+    std::unordered_set<std::string_view> seen;
+    r.users.reserve(users->size());
+    for (size_t i = 0; i < users->size(); ++i) {
+      const json& u = (*users)[i];
+      const std::string name = where + "users[" + std::to_string(i) + "]";
+      if (!u.is_string()) return invalid(name + ": must be a string");
+      const auto& id = u.get_ref<const std::string&>();
+      if (!valid_user_id(id)) return invalid(name + ": not a valid user id (\"user:<id>\" must be a valid channel name)");
+      if (!seen.insert(id).second) return invalid(name + ": duplicate user id");
+      r.users.push_back(id);
+    }
+  }
+
+  if (!get_short_string(j, "message_id", where, r.message_id, err) || !get_short_string(j, "type", where, r.type, err) ||
+      !get_short_string(j, "content_type", where, r.content_type, err) ||
+      !get_short_string(j, "collapse_key", where, r.collapse_key, err))
+    return err;
+
+  if (const json* p = field(j, "priority")) {
+    bool ok = false;
+    if (p->is_number_unsigned()) {
+      const auto v = p->get<uint64_t>();
+      ok = v <= 3;
+      r.priority = static_cast<int>(v);
+    } else if (p->is_string()) {
+      const auto& s = p->get_ref<const std::string&>();
+      ok = s.size() == 2 && (s[0] == 'P' || s[0] == 'p') && s[1] >= '0' && s[1] <= '3';
+      if (ok) r.priority = s[1] - '0';
+    }
+    if (!ok) return invalid(where + "priority: must be 0..3 or \"P0\"..\"P3\"");
+  }
+
+  if (const json* t = field(j, "ttl_s")) {
+    if (!t->is_number_unsigned() || t->get<uint64_t>() > std::numeric_limits<uint32_t>::max())
+      return invalid(where + "ttl_s: must be an integer from 0 to 4294967295");
+    r.ttl_s = static_cast<uint32_t>(t->get<uint64_t>());
+  }
+
+  if (const json* d = field(j, "dismiss_on_read")) {
+    if (!d->is_boolean()) return invalid(where + "dismiss_on_read: must be true or false");
+    r.dismiss_on_read = d->get<bool>();
+  }
+
+  const json* payload = field(j, "payload");
+  const json* payload_b64 = field(j, "payload_base64");
+  if (payload && payload_b64) return invalid(where + "payload, " + where + "payload_base64: give at most one");
+  if (payload) {
+    r.payload = dump(*payload);
+    if (r.content_type.empty()) r.content_type = "application/json";
+  } else if (payload_b64) {
+    if (!payload_b64->is_string() || !decode_base64(payload_b64->get_ref<const std::string&>(), r.payload))
+      return invalid(where + "payload_base64: must be a standard base64 string");
+    if (r.content_type.empty()) r.content_type = "application/octet-stream";
+  }
+  return std::nullopt;
+}
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return nullptr;  // libevent's own table
+  }
+}
+
+std::string format_address(const sockaddr_storage& ss) {
+  char ip[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    sockaddr_in sin;
+    std::memcpy(&sin, &ss, sizeof sin);
+    inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip);
+    return std::string(ip) + ":" + std::to_string(ntohs(sin.sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    sockaddr_in6 sin6;
+    std::memcpy(&sin6, &ss, sizeof sin6);
+    inet_ntop(AF_INET6, &sin6.sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(sin6.sin6_port));
+  }
+  return "unknown";
+}
+
+enum class Verb : uint8_t { kGet, kPost };
+
+struct RouteMatch {
+  ApiRoute route = ApiRoute::kOther;
+  Verb verb = Verb::kGet;
+  bool needs_auth = true;
+  std::string_view raw_user;  // percent-encoded {id} for the user routes
+};
+
+std::optional<RouteMatch> match_route(std::string_view path) {
+  if (path == "/v1/publish") return RouteMatch{ApiRoute::kPublish, Verb::kPost, true, {}};
+  if (path == "/v1/publish/batch") return RouteMatch{ApiRoute::kPublishBatch, Verb::kPost, true, {}};
+  if (path == "/v1/stats") return RouteMatch{ApiRoute::kStats, Verb::kGet, true, {}};
+  if (path == "/healthz") return RouteMatch{ApiRoute::kHealthz, Verb::kGet, false, {}};
+  if (path == "/metrics") return RouteMatch{ApiRoute::kMetrics, Verb::kGet, false, {}};
+  constexpr std::string_view kUsers = "/v1/users/";
+  if (path.starts_with(kUsers)) {
+    const std::string_view rest = path.substr(kUsers.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) {
+      if (!rest.empty()) return RouteMatch{ApiRoute::kUserInfo, Verb::kGet, true, rest};
+    } else if (slash > 0 && rest.substr(slash) == "/disconnect") {
+      return RouteMatch{ApiRoute::kUserDisconnect, Verb::kPost, true, rest.substr(0, slash)};
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+struct HttpApi::Impl : std::enable_shared_from_this<HttpApi::Impl> {
+  Impl(ApiConfig c, ApiBackend* b, Metrics* m) : config(std::move(c)), backend(b), metrics(m) {}
+
+  ApiConfig config;
+  ApiBackend* backend;
+  Metrics* metrics;
+  evhttp* http = nullptr;
+  // The request answered last; lets the exception handler know whether a
+  // reply already went out (the loop is single-threaded, so one is enough).
+  evhttp_request* last_replied = nullptr;
+
+  static void on_request(evhttp_request* req, void* arg) noexcept;
+  void handle(evhttp_request* req);
+  bool authorized(evhttp_request* req) const;
+
+  void reply(evhttp_request* req, int status, const char* content_type, std::string_view body, ApiRoute route);
+  void reply_json(evhttp_request* req, int status, const json& body, ApiRoute route) {
+    reply(req, status, "application/json", dump(body), route);
+  }
+  void reply_error(evhttp_request* req, const ApiError& e, ApiRoute route) {
+    reply_json(req, e.http, json{{"error", error_object(e)}}, route);
+  }
+
+  // Parses the body as a JSON object. An empty body is `{}` when allow_empty.
+  std::optional<ApiError> read_body(evhttp_request* req, json& out, bool allow_empty) const;
+  // Publishes a validated request to its channel or users. On a channel
+  // publish that failed, `failure` is set; users publishes report per user.
+  json execute(const ApiPublishRequest& r, std::optional<ApiError>& failure);
+  ApiPublishResult publish_counted(const std::string& channel, const ApiPublishRequest& r);
+
+  void route_publish(evhttp_request* req);
+  void route_batch(evhttp_request* req);
+  void route_user_info(evhttp_request* req, const std::string& user);
+  void route_disconnect(evhttp_request* req, const std::string& user);
+  void route_stats(evhttp_request* req);
+};
+
+void HttpApi::Impl::on_request(evhttp_request* req, void* arg) noexcept {
+  auto* self = static_cast<Impl*>(arg);
+  self->last_replied = nullptr;
+  try {
+    self->handle(req);
+  } catch (const std::exception& e) {
+    logger()->warn("http api: internal error: {}", e.what());
+    if (self->last_replied != req) {
+      try {
+        self->reply_error(req, status_error(Status::kInternal, "internal error"), ApiRoute::kOther);
+      } catch (...) {
+      }
+    }
+  } catch (...) {
+    if (self->last_replied != req) {
+      try {
+        self->reply_error(req, status_error(Status::kInternal, "internal error"), ApiRoute::kOther);
+      } catch (...) {
+      }
+    }
+  }
+}
+
+void HttpApi::Impl::reply(evhttp_request* req, int status, const char* content_type, std::string_view body,
+                          ApiRoute route) {
+  last_replied = req;
+  evkeyvalq* headers = evhttp_request_get_output_headers(req);
+  evhttp_add_header(headers, "Content-Type", content_type);
+  evhttp_add_header(headers, "Cache-Control", "no-store");
+  // libevent 2.1 would write a HEAD answer's body too: send none, but say how
+  // long it would have been.
+  const bool head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+  if (head) evhttp_add_header(headers, "Content-Length", std::to_string(body.size()).c_str());
+  evbuffer* buf = head ? nullptr : evbuffer_new();
+  if (buf != nullptr) evbuffer_add(buf, body.data(), body.size());
+  evhttp_send_reply(req, status, reason_phrase(status), buf);
+  if (buf != nullptr) evbuffer_free(buf);
+  metrics->api_request(route, status);
+}
+
+bool HttpApi::Impl::authorized(evhttp_request* req) const {
+  evkeyvalq* headers = evhttp_request_get_input_headers(req);
+  std::string_view presented[2];
+  size_t n = 0;
+  if (const char* a = evhttp_find_header(headers, "Authorization")) {
+    std::string_view v(a);
+    if (v.size() > 7 && strncasecmp(v.data(), "Bearer ", 7) == 0) {
+      v.remove_prefix(7);
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      presented[n++] = v;
+    }
+  }
+  if (const char* k = evhttp_find_header(headers, "X-API-Key")) presented[n++] = k;
+
+  // Compare against every key, without stopping at a match, so the time taken
+  // does not say which key (or how much of one) matched. Lengths are not secret.
+  bool ok = false;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string_view p = presented[i];
+    if (p.empty()) continue;
+    for (const std::string& key : config.api_keys) {
+      if (!key.empty() && key.size() == p.size() && CRYPTO_memcmp(key.data(), p.data(), key.size()) == 0) ok = true;
+    }
+  }
+  return ok;
+}
+
+std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out, bool allow_empty) const {
+  evbuffer* buf = evhttp_request_get_input_buffer(req);
+  const size_t n = buf != nullptr ? evbuffer_get_length(buf) : 0;
+  const char* data = n > 0 ? reinterpret_cast<const char*>(evbuffer_pullup(buf, -1)) : "";
+  const std::string_view body(data != nullptr ? data : "", data != nullptr ? n : 0);
+  if (allow_empty && all_whitespace(body)) {
+    out = json::object();
+    return std::nullopt;
+  }
+  if (!nesting_within(body, kMaxJsonDepth))
+    return invalid("body: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  out = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (out.is_discarded()) return invalid("body: not valid JSON");
+  if (!out.is_object()) return invalid("body: must be a JSON object");
+  return std::nullopt;
+}
+
+void HttpApi::Impl::handle(evhttp_request* req) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(req);
+  const char* raw_path = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
+  const std::string_view path = raw_path != nullptr ? raw_path : "";
+
+  const std::optional<RouteMatch> m = match_route(path);
+  if (!m) {
+    reply_error(req, ApiError{404, 0, "not_found", "no such route: " + std::string(path), false}, ApiRoute::kOther);
+    return;
+  }
+  const evhttp_cmd_type cmd = evhttp_request_get_command(req);
+  const bool method_ok =
+      m->verb == Verb::kGet ? (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD) : cmd == EVHTTP_REQ_POST;
+  if (!method_ok) {
+    const char* allow = m->verb == Verb::kGet ? "GET, HEAD" : "POST";
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+    reply_error(req, ApiError{405, 0, "method_not_allowed", std::string("allowed: ") + allow, false}, m->route);
+    return;
+  }
+  if (m->needs_auth && !authorized(req)) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+    reply_error(req,
+                status_error(Status::kAuthFailed, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"),
+                m->route);
+    return;
+  }
+
+  std::string user;
+  if (m->route == ApiRoute::kUserInfo || m->route == ApiRoute::kUserDisconnect) {
+    size_t len = 0;
+    char* decoded = evhttp_uridecode(std::string(m->raw_user).c_str(), 0, &len);
+    if (decoded == nullptr) throw std::bad_alloc();
+    user.assign(decoded, len);
+    std::free(decoded);
+    if (!valid_user_id(user)) {
+      reply_error(req, invalid("user id: not a valid user id (\"user:<id>\" must be a valid channel name)"), m->route);
+      return;
+    }
+  }
+
+  switch (m->route) {
+    case ApiRoute::kPublish: return route_publish(req);
+    case ApiRoute::kPublishBatch: return route_batch(req);
+    case ApiRoute::kUserInfo: return route_user_info(req, user);
+    case ApiRoute::kUserDisconnect: return route_disconnect(req, user);
+    case ApiRoute::kStats: return route_stats(req);
+    case ApiRoute::kHealthz: return reply_json(req, 200, json{{"status", "ok"}}, ApiRoute::kHealthz);
+    case ApiRoute::kMetrics:
+      return reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", metrics->prometheus_text(),
+                   ApiRoute::kMetrics);
+    case ApiRoute::kOther:
+    case ApiRoute::kCount: break;
+  }
+  reply_error(req, status_error(Status::kInternal, "unrouted request"), ApiRoute::kOther);
+}
+
+ApiPublishResult HttpApi::Impl::publish_counted(const std::string& channel, const ApiPublishRequest& r) {
+  ApiPublishResult res = backend->publish_one(channel, r);
+  if (res.status == Status::kOk) {
+    metrics->published(PublishSource::kApi);
+    if (res.duplicate) metrics->dedup_hit();
+  } else {
+    metrics->publish_error();
+  }
+  if (res.channel.empty()) res.channel = channel;
+  return res;
+}
+
+json HttpApi::Impl::execute(const ApiPublishRequest& r, std::optional<ApiError>& failure) {
+  auto failed = [](const ApiPublishResult& res) {
+    return status_error(res.status, "publish to " + res.channel + " failed: " + std::string(codec::describe(res.status)));
+  };
+  if (!r.channel.empty()) {
+    const ApiPublishResult res = publish_counted(r.channel, r);
+    if (res.status != Status::kOk) {
+      failure = failed(res);
+      return json{{"error", error_object(*failure)}};
+    }
+    return json{{"channel", res.channel}, {"offset", res.offset}, {"epoch", res.epoch}, {"duplicate", res.duplicate}};
+  }
+  json results = json::array();
+  for (const std::string& user : r.users) {
+    const ApiPublishResult res = publish_counted("user:" + user, r);
+    if (res.status != Status::kOk) {
+      results.push_back({{"user", user}, {"channel", res.channel}, {"error", error_object(failed(res))}});
+    } else {
+      results.push_back({{"user", user},
+                         {"channel", res.channel},
+                         {"offset", res.offset},
+                         {"epoch", res.epoch},
+                         {"duplicate", res.duplicate}});
+    }
+  }
+  return json{{"results", std::move(results)}};
+}
+
+void HttpApi::Impl::route_publish(evhttp_request* req) {
+  json body;
+  if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublish);
+  ApiPublishRequest r;
+  if (auto e = parse_publish(body, config, "", r)) return reply_error(req, *e, ApiRoute::kPublish);
+  std::optional<ApiError> failure;
+  json result = execute(r, failure);
+  if (failure) return reply_error(req, *failure, ApiRoute::kPublish);
+  reply_json(req, 200, result, ApiRoute::kPublish);
+}
+
+void HttpApi::Impl::route_batch(evhttp_request* req) {
+  json body;
+  if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublishBatch);
+  const json* messages = field(body, "messages");
+  if (messages == nullptr || !messages->is_array())
+    return reply_error(req, invalid("messages: must be an array of publish objects"), ApiRoute::kPublishBatch);
+  if (messages->size() > config.max_batch)
+    return reply_error(req, invalid("messages: at most " + std::to_string(config.max_batch) + " messages per batch"),
+                       ApiRoute::kPublishBatch);
+
+  // Validate everything first so a request over the fan-out limit publishes nothing.
+  std::vector<ApiPublishRequest> parsed(messages->size());
+  std::vector<std::optional<ApiError>> errors(messages->size());
+  size_t targets = 0;
+  for (size_t i = 0; i < messages->size(); ++i) {
+    errors[i] = parse_publish((*messages)[i], config, "messages[" + std::to_string(i) + "].", parsed[i]);
+    if (!errors[i]) targets += parsed[i].channel.empty() ? parsed[i].users.size() : 1;
+  }
+  if (targets > config.max_users_per_publish)
+    return reply_error(req,
+                       invalid("messages: at most " + std::to_string(config.max_users_per_publish) +
+                               " publishes (channels plus users) per request"),
+                       ApiRoute::kPublishBatch);
+
+  json results = json::array();
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    if (errors[i]) {
+      results.push_back({{"error", error_object(*errors[i])}});
+      continue;
+    }
+    std::optional<ApiError> failure;
+    results.push_back(execute(parsed[i], failure));
+  }
+  reply_json(req, 200, json{{"results", std::move(results)}}, ApiRoute::kPublishBatch);
+}
+
+namespace {
+
+// State shared by an async backend call and its `done` callback.
+struct Pending {
+  std::weak_ptr<HttpApi::Impl> api;
+  evhttp_request* req;
+  ApiRoute route;
+  bool answered = false;
+};
+
+}  // namespace
+
+void HttpApi::Impl::route_user_info(evhttp_request* req, const std::string& user) {
+  auto pending = std::make_shared<Pending>(Pending{weak_from_this(), req, ApiRoute::kUserInfo});
+  try {
+    backend->user_info(user, [pending](json info) noexcept {
+      if (pending->answered) {
+        logger()->error("http api: backend answered user_info twice; ignored");
+        return;
+      }
+      pending->answered = true;
+      const auto api = pending->api.lock();
+      if (!api) return;  // the HttpApi (and with it the request) is gone
+      try {
+        api->reply_json(pending->req, 200, info, pending->route);
+      } catch (...) {
+        logger()->warn("http api: could not send the user_info answer");
+      }
+    });
+  } catch (...) {
+    if (pending->answered) return;  // already replied; swallow
+    pending->answered = true;
+    throw;
+  }
+}
+
+void HttpApi::Impl::route_disconnect(evhttp_request* req, const std::string& user) {
+  json body;
+  if (auto e = read_body(req, body, true)) return reply_error(req, *e, ApiRoute::kUserDisconnect);
+
+  Status code = Status::kAuthFailed;  // "sign in again": clients do not reconnect on their own
+  if (const json* c = field(body, "code")) {
+    const bool ok = c->is_number_unsigned() && c->get<uint64_t>() >= 100 && c->get<uint64_t>() <= 0xFFFF &&
+                    codec::is_known_status(static_cast<uint32_t>(c->get<uint64_t>()));
+    if (!ok)
+      return reply_error(req, invalid("code: must be a Herald status number from docs/protocol.md §9 (100 or above)"),
+                         ApiRoute::kUserDisconnect);
+    code = static_cast<Status>(c->get<uint64_t>());
+  }
+  std::string reason(kDefaultDisconnectReason);
+  if (const json* r = field(body, "reason")) {
+    if (!r->is_string() || r->get_ref<const std::string&>().size() > kMaxReasonBytes)
+      return reply_error(req, invalid("reason: must be a string of at most " + std::to_string(kMaxReasonBytes) + " bytes"),
+                         ApiRoute::kUserDisconnect);
+    reason = r->get<std::string>();
+  }
+
+  auto pending = std::make_shared<Pending>(Pending{weak_from_this(), req, ApiRoute::kUserDisconnect});
+  try {
+    backend->disconnect_user(user, code, reason, [pending](size_t n) noexcept {
+      if (pending->answered) {
+        logger()->error("http api: backend answered disconnect_user twice; ignored");
+        return;
+      }
+      pending->answered = true;
+      const auto api = pending->api.lock();
+      if (!api) return;
+      try {
+        api->reply_json(pending->req, 200, json{{"disconnected", n}}, pending->route);
+      } catch (...) {
+        logger()->warn("http api: could not send the disconnect answer");
+      }
+    });
+  } catch (...) {
+    if (pending->answered) return;
+    pending->answered = true;
+    throw;
+  }
+}
+
+void HttpApi::Impl::route_stats(evhttp_request* req) {
+  json stats = metrics->stats_json();
+  json server = backend->server_stats();
+  if (server.is_object()) {
+    stats.update(server, /*merge_objects=*/true);
+  } else if (!server.is_null()) {
+    stats["server"] = std::move(server);
+  }
+  reply_json(req, 200, stats, ApiRoute::kStats);
+}
+
+HttpApi::HttpApi(event_base* base, ApiConfig config, ApiBackend* backend, Metrics* metrics) {
+  if (base == nullptr || backend == nullptr || metrics == nullptr)
+    throw std::invalid_argument("HttpApi: base, backend and metrics must not be null");
+  impl_ = std::make_shared<Impl>(std::move(config), backend, metrics);
+  evhttp* http = evhttp_new(base);
+  if (http == nullptr) throw std::runtime_error("HttpApi: evhttp_new failed");
+  impl_->http = http;
+  const ApiConfig& c = impl_->config;
+  // Every method reaches our handler, so a wrong one gets 405 with JSON rather
+  // than libevent's 501.
+  evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                       EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                       EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+  evhttp_set_max_body_size(http, static_cast<ev_ssize_t>(c.max_body_bytes));
+  evhttp_set_max_headers_size(http, static_cast<ev_ssize_t>(c.max_header_bytes));
+  evhttp_set_timeout(http, c.idle_timeout_s);
+  // Read (and drop) the rest of an oversized body before answering 413, so the
+  // client sees the answer instead of a connection reset.
+  evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
+  evhttp_set_gencb(http, &Impl::on_request, impl_.get());
+  size_t usable_keys = 0;
+  for (const auto& k : c.api_keys) usable_keys += k.empty() ? 0 : 1;
+  if (usable_keys == 0) logger()->warn("http api: no API key configured: every authenticated route answers 401");
+}
+
+HttpApi::~HttpApi() {
+  // Frees every connection and pending request; answers arriving later find
+  // the weak_ptr expired and are dropped.
+  if (impl_ && impl_->http != nullptr) evhttp_free(impl_->http);
+}
+
+bool HttpApi::bind(const std::string& host, uint16_t port, std::string& bound, std::string& error) {
+  errno = 0;
+  evhttp_bound_socket* s = evhttp_bind_socket_with_handle(impl_->http, host.c_str(), port);
+  if (s == nullptr) {
+    error = "cannot listen on " + host + ":" + std::to_string(port) + (errno != 0 ? ": " + std::string(std::strerror(errno)) : "");
+    return false;
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(evhttp_bound_socket_get_fd(s), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    error = "getsockname: " + std::string(std::strerror(errno));
+    evhttp_del_accept_socket(impl_->http, s);
+    return false;
+  }
+  bound = format_address(ss);
+  return true;
+}
+
+}  // namespace herald::server

@@ -1,0 +1,112 @@
+// The private HTTP API of heraldd on libevent's evhttp: routing, API-key
+// authentication, JSON validation, error mapping, async replies. docs/http-api.md
+// is the reference. Must not: reach into the hub, loops or sessions (everything
+// goes through ApiBackend), block its event loop, or let an exception escape a
+// libevent callback.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "codec/status.h"
+#include "server/metrics.h"
+
+struct event_base;
+
+namespace herald::server {
+
+// One validated publish, as parsed from a JSON request. For a `users` publish,
+// `channel` is empty and `users` lists the ids; the API calls publish_one once
+// per target channel ("user:<id>").
+struct ApiPublishRequest {
+  std::string channel;
+  std::vector<std::string> users;
+  std::string message_id, type, content_type, collapse_key;
+  int priority = 3;  // 0..3 = P0..P3
+  uint32_t ttl_s = 0;
+  bool dismiss_on_read = false;
+  std::string payload;  // bytes
+};
+
+struct ApiPublishResult {
+  codec::Status status = codec::Status::kOk;
+  std::string channel;  // may be empty: the API then echoes the channel it asked for
+  uint64_t offset = 0;
+  std::string epoch;
+  bool duplicate = false;
+};
+
+// Implemented by the server; a fake in tests. Every method is called on the
+// API's event loop thread.
+class ApiBackend {
+ public:
+  virtual ~ApiBackend() = default;
+  // Synchronous (the hub's publish is thread-safe). `channel` is already a
+  // valid channel name. Returns kOk with offset/epoch/duplicate, or a status
+  // (mapped to HTTP by http_status_for()). Must not throw.
+  virtual ApiPublishResult publish_one(const std::string& channel, const ApiPublishRequest& r) = 0;
+  // Asynchronous: `done` must be called exactly once, on the API loop thread
+  // (the server posts back); it may also be called before user_info returns.
+  // Calling it after the HttpApi was destroyed is safe (the answer is dropped).
+  virtual void user_info(const std::string& user, std::function<void(nlohmann::json)> done) = 0;
+  // Closes every connection of `user` with `code` and `reason`; `done` gets
+  // how many were closed. Same rules for `done` as user_info.
+  virtual void disconnect_user(const std::string& user, codec::Status code, const std::string& reason,
+                               std::function<void(size_t connections)> done) = 0;
+  // Hub stats, loops, uptime: merged into GET /v1/stats over metrics.stats_json()
+  // (objects are merged key by key; on a clash of non-objects the backend wins).
+  virtual nlohmann::json server_stats() = 0;
+};
+
+struct ApiConfig {
+  // Accepted keys (Authorization: Bearer <key> or X-API-Key: <key>). Empty keys
+  // are ignored; with no key at all every authenticated route answers 401.
+  std::vector<std::string> api_keys;
+  size_t max_body_bytes = 1 << 20;          // larger bodies: 413 (from libevent, see docs)
+  size_t max_header_bytes = 16 * 1024;      // request line excluded; larger: 400 (libevent)
+  size_t max_batch = 1000;                  // messages per POST /v1/publish/batch
+  size_t max_users_per_publish = 10000;     // users per message, and targets per request
+  int idle_timeout_s = 60;                  // evhttp read/write timeout of a connection
+};
+
+// HTTP status for a non-kOk backend status: kBadChannel, kInvalidField,
+// kMessageTooLarge 400; kAuthRequired, kAuthFailed 401; kPermissionDenied 403;
+// kRateLimited 429; kStorageUnavailable, kGoingAway, kTooManyConnections 503;
+// anything else 500. kOk gives 200.
+int http_status_for(codec::Status s) noexcept;
+
+// Strict standard base64 (RFC 4648 §4 alphabet; '=' padding optional but, if
+// present, correct; no whitespace). False on any other input.
+bool decode_base64(std::string_view in, std::string& out);
+
+// The HTTP listener. Construct, bind and destroy on the thread that runs `base`
+// (or before that loop starts / after it stopped). `backend` and `metrics` must
+// outlive it; neither may be null. Destroying it closes every HTTP connection;
+// backend answers that arrive later are dropped.
+class HttpApi {
+ public:
+  HttpApi(event_base* base, ApiConfig config, ApiBackend* backend, Metrics* metrics);
+  ~HttpApi();
+  HttpApi(const HttpApi&) = delete;
+  HttpApi& operator=(const HttpApi&) = delete;
+
+  // Binds host:port (port 0 = any free port) and starts accepting. May be
+  // called more than once to listen on several addresses. On success `bound`
+  // is the address actually bound ("127.0.0.1:40003", "[::1]:40003"); on
+  // failure returns false with `error` set (nothing is thrown).
+  bool bind(const std::string& host, uint16_t port, std::string& bound, std::string& error);
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;  // shared so pending async answers can tell it is gone (weak_ptr)
+};
+
+}  // namespace herald::server

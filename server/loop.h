@@ -1,0 +1,120 @@
+// One event loop thread: owns its connections (by id), the loop-local index of
+// which connection subscribed to which channel, a timer heap shared by all its
+// connections (no timer per connection), and the end-of-iteration flush that
+// corks every connection's output into one write. Other threads talk to it only
+// by posting (MPSC queue + wakeup).
+#pragma once
+
+#include <event2/event.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "codec/message_reader.h"
+#include "server/publication.h"
+
+namespace herald::server {
+
+class Connection;
+struct ServerContext;
+
+using ConnectionId = uint64_t;
+
+// Monotonic and wall clocks in the units the sans-IO modules take.
+uint64_t monotonic_ms() noexcept;
+uint64_t monotonic_us() noexcept;
+int64_t unix_ms() noexcept;
+
+class Loop {
+ public:
+  Loop(size_t index, ServerContext* context);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  void start();  // runs the loop on its own thread
+  void join();
+
+  // ---- any thread ----
+  void post(std::function<void(Loop&)> fn);
+  // From the hub's sink, under the channel lock: cheap, ordered per channel.
+  void post_publication(PublicationPtr publication);
+  // An accepted socket handed to this loop.
+  void post_connection(int fd, bool tls, std::string peer_ip);
+  // Graceful stop: GoAway to every connection, flush, close; the loop thread
+  // exits when all are gone or after `deadline_ms`.
+  void post_shutdown(uint32_t deadline_ms);
+  size_t connection_count() const noexcept { return connection_count_.load(std::memory_order_relaxed); }
+
+  // ---- loop thread only ----
+  size_t index() const noexcept { return index_; }
+  event_base* base() const noexcept { return base_; }
+  ServerContext& context() const noexcept { return *context_; }
+  codec::CodecContext& codec() noexcept { return codec_; }
+  std::span<uint8_t> read_buffer() noexcept { return read_buffer_; }
+
+  // Output queued: write at the end of this loop iteration (one write per connection).
+  void schedule_flush(Connection* c);
+  // Free the connection after the current callback (two-phase close).
+  void schedule_reap(Connection* c);
+  // Call c->on_timer() at (or soon after) `deadline_ms`.
+  void schedule_timer(Connection* c, uint64_t deadline_ms);
+
+  Connection* find(ConnectionId id) const;
+  void add_subscriber(const std::string& channel, ConnectionId id);
+  void remove_subscriber(const std::string& channel, ConnectionId id);
+  void add_user(const std::string& user, ConnectionId id);
+  void remove_user(const std::string& user, ConnectionId id);
+  std::vector<Connection*> connections_of(const std::string& user) const;
+  bool shutting_down() const noexcept { return shutting_down_; }
+
+ private:
+  static void on_wakeup(evutil_socket_t, short, void* arg);
+  static void on_flush(evutil_socket_t, short, void* arg);
+  static void on_timer(evutil_socket_t, short, void* arg);
+  static void on_shutdown_deadline(evutil_socket_t, short, void* arg);
+  void drain_posts();
+  void deliver(const PublicationPtr& p);
+  void flush_and_reap();
+  void arm_timer();
+  void maybe_exit();
+
+  const size_t index_;
+  ServerContext* context_;
+  event_base* base_ = nullptr;
+  event* wakeup_ev_ = nullptr;
+  event* flush_ev_ = nullptr;
+  event* timer_ev_ = nullptr;
+  event* shutdown_ev_ = nullptr;
+  std::thread thread_;
+  codec::CodecContext codec_;
+  std::vector<uint8_t> read_buffer_;
+
+  std::mutex post_mu_;
+  std::vector<std::function<void(Loop&)>> posted_;
+  std::vector<PublicationPtr> posted_publications_;
+  std::atomic<bool> wakeup_pending_{false};
+
+  std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
+  std::atomic<size_t> connection_count_{0};
+  ConnectionId next_id_ = 1;
+  std::unordered_map<std::string, std::vector<ConnectionId>> subscribers_;
+  std::unordered_map<std::string, std::vector<ConnectionId>> users_;
+  std::vector<ConnectionId> pending_flush_;
+  std::vector<ConnectionId> pending_reap_;
+  using TimerEntry = std::pair<uint64_t, ConnectionId>;
+  std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
+  uint64_t armed_deadline_ = UINT64_MAX;
+  std::vector<uint64_t> delivered_accept_us_;  // publish-to-write latency samples of this iteration
+  bool shutting_down_ = false;
+};
+
+}  // namespace herald::server

@@ -1,0 +1,241 @@
+// MemoryHistory: per-channel epoch, offset counter and ring of kept publications.
+// Per-channel data is guarded by the caller's (hub's) lock; the mutexes here guard the map only.
+#include "server/memory_history.h"
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <unordered_map>
+#include <utility>
+
+namespace herald::server {
+
+namespace {
+
+constexpr size_t kShards = 64;
+constexpr int64_t kNoLimit = INT64_MAX;
+
+struct Kept {
+  PublicationPtr publication;
+  int64_t keep_until_ms = 0;  // Unix ms; kNoLimit when the channel has no TTL
+};
+
+// A FIFO ring of Kept. Not std::deque: libstdc++'s allocates ~512 bytes for an
+// empty deque, and there may be a channel per user.
+class Ring {
+ public:
+  size_t size() const noexcept { return count_; }
+  bool empty() const noexcept { return count_ == 0; }
+  const Kept& front() const noexcept { return buf_[head_]; }
+  const Kept& back() const noexcept { return at(count_ - 1); }
+  // i-th oldest, i < size().
+  const Kept& at(size_t i) const noexcept { return buf_[(head_ + i) % buf_.size()]; }
+
+  void pop_front() noexcept {
+    buf_[head_] = Kept{};  // release the publication now
+    head_ = (head_ + 1) % buf_.size();
+    if (--count_ == 0) head_ = 0;
+  }
+  void push_back(Kept k) {
+    if (count_ == buf_.size()) reshape(std::max<size_t>(4, buf_.size() * 2));
+    buf_[(head_ + count_) % buf_.size()] = std::move(k);
+    ++count_;
+  }
+  // Gives memory back after history_size shrank or most entries expired.
+  void shrink_if_sparse() {
+    if (buf_.size() > 16 && count_ < buf_.size() / 4) reshape(std::max<size_t>(4, count_ * 2));
+    if (count_ == 0 && !buf_.empty()) {
+      buf_.clear();
+      buf_.shrink_to_fit();
+      head_ = 0;
+    }
+  }
+
+ private:
+  void reshape(size_t capacity) {
+    std::vector<Kept> next(capacity);
+    for (size_t i = 0; i < count_; ++i) next[i] = std::move(buf_[(head_ + i) % buf_.size()]);
+    buf_ = std::move(next);
+    head_ = 0;
+  }
+
+  std::vector<Kept> buf_;
+  size_t head_ = 0;
+  size_t count_ = 0;
+};
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+}  // namespace
+
+struct MemoryHistory::Channel {
+  std::string epoch;
+  uint64_t last_offset = 0;
+  int64_t last_append_ms = 0;
+  Ring kept;
+  // When the channel may be idle (Unix ms). Written under the hub lock, read by
+  // collect_idle() under the shard mutex only, hence atomic.
+  std::atomic<int64_t> idle_hint_ms{kNoLimit};
+};
+
+struct alignas(64) MemoryHistory::Shard {
+  mutable std::mutex mu;
+  // unique_ptr: a Channel must not move while a per-channel call uses it
+  // without this mutex (node-based maps don't move values either, but this says so).
+  std::unordered_map<std::string, std::unique_ptr<Channel>, StringHash, std::equal_to<>> channels;
+  std::mt19937_64 rng;
+};
+
+MemoryHistory::MemoryHistory(int64_t idle_grace_ms)
+    : idle_grace_ms_(std::max<int64_t>(0, idle_grace_ms)), shards_(new Shard[kShards]) {
+  std::random_device rd;
+  for (size_t i = 0; i < kShards; ++i) {
+    std::seed_seq seq{rd(), rd(), rd(), rd(), static_cast<unsigned>(i)};
+    shards_[i].rng.seed(seq);
+  }
+}
+
+MemoryHistory::~MemoryHistory() = default;
+
+MemoryHistory::Shard& MemoryHistory::shard_for(std::string_view channel) const noexcept {
+  // The hub shards by the same hash; using the high bits here keeps the two
+  // shardings independent, so one hub shard's channels spread over all of these.
+  return shards_[(std::hash<std::string_view>{}(channel) >> 58) % kShards];
+}
+
+MemoryHistory::Channel* MemoryHistory::find(std::string_view channel) const {
+  Shard& s = shard_for(channel);
+  std::lock_guard lock(s.mu);
+  auto it = s.channels.find(channel);
+  return it == s.channels.end() ? nullptr : it->second.get();
+}
+
+MemoryHistory::Channel& MemoryHistory::find_or_create(std::string_view channel) {
+  Shard& s = shard_for(channel);
+  std::lock_guard lock(s.mu);
+  auto it = s.channels.find(channel);
+  if (it != s.channels.end()) return *it->second;
+  auto c = std::make_unique<Channel>();
+  static constexpr char kHex[] = "0123456789abcdef";
+  const uint64_t r = s.rng();
+  c->epoch.resize(8);
+  for (size_t i = 0; i < 8; ++i) c->epoch[i] = kHex[(r >> (4 * i)) & 0xF];
+  Channel& ref = *c;
+  s.channels.emplace(std::string(channel), std::move(c));
+  return ref;
+}
+
+size_t MemoryHistory::purge(Channel& c, int64_t now_unix_ms) noexcept {
+  size_t n = 0;
+  // Only from the oldest end: what is kept stays a gapless run of offsets even if
+  // the TTL changed between appends (a younger entry may then outlive its time a little).
+  while (!c.kept.empty() && c.kept.front().keep_until_ms != kNoLimit && c.kept.front().keep_until_ms <= now_unix_ms) {
+    c.kept.pop_front();
+    ++n;
+  }
+  if (n > 0) publications_.fetch_sub(n, std::memory_order_relaxed);
+  return n;
+}
+
+int64_t MemoryHistory::idle_at(const Channel& c) const noexcept {
+  const int64_t grace_end = c.last_append_ms > kNoLimit - idle_grace_ms_ ? kNoLimit : c.last_append_ms + idle_grace_ms_;
+  return c.kept.empty() ? grace_end : std::max(grace_end, c.kept.back().keep_until_ms);
+}
+
+PublicationPtr MemoryHistory::append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms) {
+  Channel& c = find_or_create(draft.channel());
+  if (purge(c, now_unix_ms) > 0) c.kept.shrink_if_sparse();
+  draft.set_offset(c.last_offset + 1);
+  draft.set_epoch(c.epoch);
+  auto record = std::make_shared<const PublicationRecord>(std::move(draft));
+  ++c.last_offset;  // only once nothing can throw any more: a failed append consumes no offset
+  c.last_append_ms = now_unix_ms;
+
+  size_t evicted = 0;
+  const size_t keep = options.history_size;
+  while (!c.kept.empty() && c.kept.size() >= std::max<size_t>(keep, 1)) {
+    c.kept.pop_front();
+    ++evicted;
+  }
+  if (evicted > 0) publications_.fetch_sub(evicted, std::memory_order_relaxed);
+  if (keep > 0) {
+    const int64_t ttl_ms = int64_t{options.history_ttl_s} * 1000;
+    const int64_t until = options.history_ttl_s == 0 || now_unix_ms > kNoLimit - ttl_ms ? kNoLimit : now_unix_ms + ttl_ms;
+    c.kept.push_back(Kept{record, until});
+    publications_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    c.kept.shrink_if_sparse();
+  }
+  c.idle_hint_ms.store(idle_at(c), std::memory_order_relaxed);
+  return record;
+}
+
+bool MemoryHistory::read_since(std::string_view channel, std::string_view epoch, uint64_t offset,
+                               int64_t now_unix_ms, std::vector<PublicationPtr>& out) {
+  Channel* c = find(channel);
+  if (c == nullptr) return epoch.empty() && offset == 0;
+  purge(*c, now_unix_ms);
+  const bool nothing_seen = epoch.empty() && offset == 0;
+  if (!nothing_seen && epoch != c->epoch) return false;
+  if (offset > c->last_offset) return false;  // the client claims what was never published
+  if (offset == c->last_offset) return true;
+  if (c->kept.empty()) return false;  // something after `offset` exists but nothing is kept
+  const uint64_t first_kept = c->kept.front().publication->offset();
+  if (offset + 1 < first_kept) return false;  // a gap: never a partial recovery
+  const size_t from = static_cast<size_t>(offset + 1 - first_kept);
+  out.reserve(out.size() + (c->kept.size() - from));
+  for (size_t i = from; i < c->kept.size(); ++i) out.push_back(c->kept.at(i).publication);
+  return true;
+}
+
+ChannelPosition MemoryHistory::position(std::string_view channel) {
+  const Channel* c = find(channel);
+  if (c == nullptr) return {};
+  return ChannelPosition{c->epoch, c->last_offset};
+}
+
+void MemoryHistory::collect_idle(int64_t now_unix_ms, std::vector<std::string>& out) {
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& s = shards_[i];
+    std::lock_guard lock(s.mu);
+    for (const auto& [name, c] : s.channels) {
+      const int64_t hint = c->idle_hint_ms.load(std::memory_order_relaxed);
+      if (hint != kNoLimit && hint <= now_unix_ms) out.push_back(name);
+    }
+  }
+}
+
+bool MemoryHistory::drop_if_idle(std::string_view channel, int64_t now_unix_ms) {
+  Shard& s = shard_for(channel);
+  std::lock_guard lock(s.mu);
+  auto it = s.channels.find(channel);
+  if (it == s.channels.end()) return false;
+  Channel& c = *it->second;
+  purge(c, now_unix_ms);
+  const int64_t at = idle_at(c);
+  if (at == kNoLimit || at > now_unix_ms) {
+    c.kept.shrink_if_sparse();
+    c.idle_hint_ms.store(at, std::memory_order_relaxed);  // the hint was early: try again then
+    return false;
+  }
+  s.channels.erase(it);
+  return true;
+}
+
+MemoryHistory::Stats MemoryHistory::stats() const {
+  Stats st;
+  for (size_t i = 0; i < kShards; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    st.channels += shards_[i].channels.size();
+  }
+  st.publications = publications_.load(std::memory_order_relaxed);
+  return st;
+}
+
+}  // namespace herald::server

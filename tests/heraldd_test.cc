@@ -1,0 +1,337 @@
+// Integration tests: the real heraldd on port 0, real sockets, real HTTP.
+// TESTING.md "Framing and parsing", "Abuse, limits, timeouts", "Auth".
+#include <gtest/gtest.h>
+
+#include "tests/support/heraldd_process.h"
+
+namespace herald::testing {
+namespace {
+
+using codec::FrameType;
+using codec::Status;
+
+nlohmann::json publish_body(const std::string& channel, const std::string& text, int priority = 1,
+                            const std::string& message_id = "") {
+  nlohmann::json j = {{"channel", channel}, {"type", "test"}, {"priority", priority}, {"payload", {{"text", text}}}};
+  if (!message_id.empty()) j["message_id"] = message_id;
+  return j;
+}
+
+HttpResponse publish(const HeralddProcess& s, const nlohmann::json& body) {
+  return http(s.port("api"), "POST", "/v1/publish", body.dump());
+}
+
+// The Error a client got, or a default one when it got something else.
+v1::Error error_of(const std::optional<Received>& r) {
+  if (r && r->type == FrameType::kError) return r->as<v1::Error>();
+  return v1::Error();
+}
+
+class Heraldd : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.start(args())) << server_.log(); }
+  virtual std::vector<std::string> args() { return {}; }
+  HeralddProcess server_;
+};
+
+TEST_F(Heraldd, ReadyFileAndHealth) {
+  EXPECT_NE(server_.port("tcp"), 0);
+  EXPECT_NE(server_.port("api"), 0);
+  HttpResponse h = http(server_.port("api"), "GET", "/healthz", "", "");
+  EXPECT_EQ(h.status, 200);
+}
+
+TEST_F(Heraldd, SubscribeThenReceiveAPublishedMessage) {
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(c.handshake(make_token("42")));
+  auto ok = c.subscribe("user:42");
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->type, FrameType::kSubscribeOk) << error_of(ok).text();
+  HttpResponse r = publish(server_, publish_body("user:42", "order filled"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto p = c.read_until(FrameType::kPublication);
+  ASSERT_TRUE(p);
+  const auto& pub = p->as<v1::Publication>();
+  EXPECT_EQ(pub.channel(), "user:42");
+  EXPECT_EQ(pub.offset(), r.json()["offset"].get<uint64_t>());
+  EXPECT_EQ(nlohmann::json::parse(pub.payload())["text"], "order filled");
+  EXPECT_EQ(pub.priority(), v1::P1);
+}
+
+TEST_F(Heraldd, EveryConnectionOfAUserReceives) {
+  Client a(server_.port("tcp")), b(server_.port("tcp"));
+  ASSERT_TRUE(a.handshake(make_token("7")));
+  ASSERT_TRUE(b.handshake(make_token("7")));
+  ASSERT_EQ(a.subscribe("user:7")->type, FrameType::kSubscribeOk);
+  ASSERT_EQ(b.subscribe("user:7")->type, FrameType::kSubscribeOk);
+  ASSERT_EQ(publish(server_, publish_body("user:7", "password changed")).status, 200);
+  EXPECT_TRUE(a.read_until(FrameType::kPublication));
+  EXPECT_TRUE(b.read_until(FrameType::kPublication));
+}
+
+TEST_F(Heraldd, NobodyReadsAnotherUsersChannel) {
+  Client mallory(server_.port("tcp"));
+  ASSERT_TRUE(mallory.handshake(make_token("mallory")));
+  auto r = mallory.subscribe("user:alice");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->type, FrameType::kError);
+  EXPECT_EQ(r->as<v1::Error>().code(), static_cast<uint32_t>(Status::kPermissionDenied));
+  EXPECT_NE(r->as<v1::Error>().request_id(), 0u);  // request-level: the connection stays
+  ASSERT_EQ(publish(server_, publish_body("user:alice", "secret")).status, 200);
+  // Not one message from it arrives; the connection still works.
+  EXPECT_FALSE(mallory.read_until(FrameType::kPublication, 500));
+  EXPECT_EQ(mallory.subscribe("user:mallory")->type, FrameType::kSubscribeOk);
+}
+
+TEST_F(Heraldd, BadMagicClosesWithItsCodeAndOthersKeepWorking) {
+  Client good(server_.port("tcp"));
+  ASSERT_TRUE(good.handshake(make_token("1")));
+  Client bad(server_.port("tcp"));
+  const std::string junk = "GET / HTTP/1.1\r\n\r\n";
+  bad.send_raw(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(junk.data()), junk.size()));
+  auto e = bad.read();
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->type, FrameType::kError);
+  EXPECT_EQ(e->as<v1::Error>().code(), static_cast<uint32_t>(Status::kBadMagic));
+  EXPECT_TRUE(bad.wait_closed(1500));
+  ASSERT_EQ(good.subscribe("user:1")->type, FrameType::kSubscribeOk);
+}
+
+TEST_F(Heraldd, HugeLengthThenJunkClosesBeforeReadingAndMemoryStaysFlat) {
+  const long before = server_.rss_kb();
+  for (int round = 0; round < 2; ++round) {  // before and after auth
+    Client c(server_.port("tcp"));
+    if (round == 1) {
+      ASSERT_TRUE(c.handshake(make_token("9")));
+    }
+    std::vector<uint8_t> h(16);
+    codec::put_u32(h.data(), codec::kMagic);
+    codec::put_u16(h.data() + 4, 1);
+    codec::put_u16(h.data() + 6, 0x021);
+    codec::put_u32(h.data() + 8, 0xFFFFFFFF);
+    codec::put_u32(h.data() + 12, round == 0 ? 0 : 2);
+    c.send_raw(h);
+    std::vector<uint8_t> junk(64 * 1024, 0xAB);
+    for (int i = 0; i < 16; ++i) {  // 1 MB of junk; the server may close midway
+      if (!c.send_raw(junk)) break;
+    }
+    auto e = c.read_until(FrameType::kError);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->as<v1::Error>().code(), static_cast<uint32_t>(Status::kFrameTooLarge));
+    EXPECT_TRUE(c.wait_closed(1500));
+  }
+  const long after = server_.rss_kb();
+  EXPECT_LT(after - before, 5 * 1024) << "RSS grew from " << before << " KiB to " << after << " KiB";
+}
+
+TEST_F(Heraldd, CommandBeforeAuthIsRejected) {
+  Client c(server_.port("tcp"));
+  v1::Hello hello;
+  hello.add_versions(1);
+  ASSERT_TRUE(c.send(hello));
+  ASSERT_EQ(c.read()->type, FrameType::kWelcome);
+  v1::Subscribe s;
+  s.set_request_id(1);
+  s.set_channel("news");
+  ASSERT_TRUE(c.send(s));
+  auto e = c.read();
+  EXPECT_EQ(error_of(e).code(), static_cast<uint32_t>(Status::kAuthRequired));
+  EXPECT_TRUE(c.wait_closed(1500));
+}
+
+TEST_F(Heraldd, BadTokensAreRejected) {
+  server::JwtSettings wrong;
+  wrong.secret = "not-the-server-secret";
+  const std::string good = make_token("5");
+  std::string flipped = good;
+  flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
+  const std::string none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiI1In0.";
+  struct Case {
+    const char* name;
+    std::string token;
+    Status want;
+  } cases[] = {
+      {"wrong secret", server::sign_token({{"sub", "5"}, {"exp", std::time(nullptr) + 60}}, wrong), Status::kAuthFailed},
+      {"flipped signature", flipped, Status::kAuthFailed},
+      {"alg none", none_alg, Status::kAuthFailed},
+      {"expired", make_token("5", nlohmann::json::object(), -3600), Status::kTokenExpired},
+      {"garbage", "hello", Status::kAuthFailed},
+  };
+  for (const auto& tc : cases) {
+    SCOPED_TRACE(tc.name);
+    Client c(server_.port("tcp"));
+    std::optional<Received> failure;
+    EXPECT_FALSE(c.handshake(tc.token, &failure));
+    EXPECT_EQ(error_of(failure).code(), static_cast<uint32_t>(tc.want));
+    EXPECT_TRUE(c.wait_closed(1500));
+  }
+}
+
+TEST_F(Heraldd, ResumeDeliversExactlyWhatWasMissedInOrder) {
+  std::string epoch;
+  uint64_t last = 0;
+  {
+    Client c(server_.port("tcp"));
+    ASSERT_TRUE(c.handshake(make_token("r")));
+    ASSERT_EQ(c.subscribe("user:r")->type, FrameType::kSubscribeOk);
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(publish(server_, publish_body("user:r", "m" + std::to_string(i))).status, 200);
+    for (int i = 0; i < 3; ++i) {
+      auto p = c.read_until(FrameType::kPublication);
+      ASSERT_TRUE(p);
+      epoch = p->as<v1::Publication>().epoch();
+      last = p->as<v1::Publication>().offset();
+    }
+  }
+  for (int i = 3; i < 5; ++i) ASSERT_EQ(publish(server_, publish_body("user:r", "m" + std::to_string(i))).status, 200);
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(c.handshake(make_token("r")));
+  auto ok = c.subscribe("user:r", true, epoch, last);
+  ASSERT_EQ(ok->type, FrameType::kSubscribeOk);
+  EXPECT_TRUE(ok->as<v1::SubscribeOk>().recovered());
+  for (int i = 3; i < 5; ++i) {
+    auto p = c.read_until(FrameType::kPublication);
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->as<v1::Publication>().offset(), last + static_cast<uint64_t>(i - 2));
+    EXPECT_EQ(nlohmann::json::parse(p->as<v1::Publication>().payload())["text"], "m" + std::to_string(i));
+  }
+  EXPECT_FALSE(c.read_until(FrameType::kPublication, 300));  // no duplicates
+  // A stale epoch: recovered=false and nothing partial.
+  Client d(server_.port("tcp"));
+  ASSERT_TRUE(d.handshake(make_token("r")));
+  auto stale = d.subscribe("user:r", true, "not-the-epoch", 1);
+  ASSERT_EQ(stale->type, FrameType::kSubscribeOk);
+  EXPECT_FALSE(stale->as<v1::SubscribeOk>().recovered());
+  EXPECT_FALSE(d.read_until(FrameType::kPublication, 300));
+}
+
+TEST_F(Heraldd, DuplicatePublishGetsTheOriginalOffsetAndIsDeliveredOnce) {
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(c.handshake(make_token("d")));
+  ASSERT_EQ(c.subscribe("user:d")->type, FrameType::kSubscribeOk);
+  HttpResponse a = publish(server_, publish_body("user:d", "once", 1, "msg-1"));
+  HttpResponse b = publish(server_, publish_body("user:d", "once", 1, "msg-1"));
+  ASSERT_EQ(a.status, 200);
+  ASSERT_EQ(b.status, 200);
+  EXPECT_EQ(a.json()["offset"], b.json()["offset"]);
+  EXPECT_EQ(b.json()["duplicate"], true);
+  EXPECT_TRUE(c.read_until(FrameType::kPublication));
+  EXPECT_FALSE(c.read_until(FrameType::kPublication, 300));
+}
+
+TEST_F(Heraldd, MetricsAndStats) {
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(c.handshake(make_token("m")));
+  HttpResponse m = http(server_.port("api"), "GET", "/metrics", "", "");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("herald_connections_current"), std::string::npos) << m.body.substr(0, 500);
+  HttpResponse s = http(server_.port("api"), "GET", "/v1/stats");
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_TRUE(s.json().is_object());
+  EXPECT_EQ(http(server_.port("api"), "GET", "/v1/stats", "", "wrong-key").status, 401);
+}
+
+TEST_F(Heraldd, DisconnectUserEverywhere) {
+  Client a(server_.port("tcp")), b(server_.port("tcp"));
+  ASSERT_TRUE(a.handshake(make_token("u1")));
+  ASSERT_TRUE(b.handshake(make_token("u1")));
+  HttpResponse info = http(server_.port("api"), "GET", "/v1/users/u1");
+  ASSERT_EQ(info.status, 200) << info.body;
+  EXPECT_EQ(info.json()["connections"].size(), 2u) << info.body;
+  HttpResponse r = http(server_.port("api"), "POST", "/v1/users/u1/disconnect",
+                        R"({"reason":"password changed, sign in again"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["disconnected"], 2);
+  EXPECT_TRUE(a.read_until(FrameType::kError));
+  EXPECT_TRUE(a.wait_closed(1500));
+  EXPECT_TRUE(b.wait_closed(1500));
+}
+
+TEST_F(Heraldd, ShutdownDeliversEverythingAcceptedThenGoAway) {
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(c.handshake(make_token("s")));
+  ASSERT_EQ(c.subscribe("user:s")->type, FrameType::kSubscribeOk);
+  const int n = 200;
+  for (int i = 0; i < n; ++i) ASSERT_EQ(publish(server_, publish_body("user:s", std::to_string(i), 3)).status, 200);
+  ::kill(server_.pid(), SIGTERM);
+  int got = 0;
+  bool go_away = false;
+  for (;;) {
+    auto r = c.read(3000);
+    if (!r) break;
+    if (r->type == FrameType::kPublication) ++got;
+    if (r->type == FrameType::kGoAway) {
+      go_away = true;
+      break;
+    }
+  }
+  EXPECT_EQ(got, n);
+  EXPECT_TRUE(go_away);
+  EXPECT_EQ(server_.stop(SIGTERM), 0);
+}
+
+class HeralddShortTimeouts : public Heraldd {
+  std::vector<std::string> args() override {
+    return {"--protocol.handshake_timeout_ms", "300", "--limits.max_connections_per_ip", "3"};
+  }
+};
+
+TEST_F(HeralddShortTimeouts, IdleConnectionClosedAtHandshakeTimeout) {
+  Client c(server_.port("tcp"));
+  auto e = c.read(2000);
+  EXPECT_EQ(error_of(e).code(), static_cast<uint32_t>(Status::kHandshakeTimeout));
+  EXPECT_TRUE(c.wait_closed(1500));
+}
+
+TEST_F(HeralddShortTimeouts, PerIpConnectionLimit) {
+  Client a(server_.port("tcp")), b(server_.port("tcp")), c(server_.port("tcp"));
+  ASSERT_TRUE(a.handshake(make_token("a")));
+  ASSERT_TRUE(b.handshake(make_token("b")));
+  ASSERT_TRUE(c.handshake(make_token("c")));
+  Client d(server_.port("tcp"));
+  auto e = d.read(2000);
+  EXPECT_EQ(error_of(e).code(), static_cast<uint32_t>(Status::kTooManyConnections));
+  EXPECT_TRUE(d.wait_closed(1500));
+  // Earlier ones keep working.
+  EXPECT_EQ(a.subscribe("user:a")->type, FrameType::kSubscribeOk);
+}
+
+class HeralddSlowConsumer : public Heraldd {
+  std::vector<std::string> args() override {
+    return {"--delivery.soft_limit_bytes", "65536", "--delivery.hard_limit_bytes", "262144",
+            "--delivery.soft_limit_ms", "500", "--limits.api_max_body_bytes", "4194304"};
+  }
+};
+
+TEST_F(HeralddSlowConsumer, ShedThenClosedWithSlowConsumer) {
+  Client slow(server_.port("tcp"));
+  slow.shrink_receive_buffer(4096);
+  ASSERT_TRUE(slow.handshake(make_token("slow")));
+  ASSERT_EQ(slow.subscribe("user:slow")->type, FrameType::kSubscribeOk);
+  Client fast(server_.port("tcp"));
+  ASSERT_TRUE(fast.handshake(make_token("fast")));
+  ASSERT_EQ(fast.subscribe("user:fast")->type, FrameType::kSubscribeOk);
+  const std::string big(2000, 'x');
+  nlohmann::json batch = {{"messages", nlohmann::json::array()}};
+  for (int i = 0; i < 1000; ++i) batch["messages"].push_back(publish_body("user:slow", big, 1));
+  // 6 MB of P1 (never shed) against a 256 KiB hard limit, more than the kernel buffers hold.
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(http(server_.port("api"), "POST", "/v1/publish/batch", batch.dump()).status, 200);
+  }
+  // The other subscriber is unaffected.
+  ASSERT_EQ(publish(server_, publish_body("user:fast", "hi")).status, 200);
+  EXPECT_TRUE(fast.read_until(FrameType::kPublication, 2000));
+  // The slow one gets its Error (kSlowConsumer) at the end of what it reads, then EOF.
+  std::optional<Received> last;
+  for (;;) {
+    auto r = slow.read(3000);
+    if (!r) break;
+    if (r->type == FrameType::kError) last = std::move(r);
+  }
+  EXPECT_TRUE(slow.closed());
+  EXPECT_EQ(error_of(last).code(), static_cast<uint32_t>(Status::kSlowConsumer));
+  HttpResponse m = http(server_.port("api"), "GET", "/metrics", "", "");
+  EXPECT_NE(m.body.find("slow_consumer"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace herald::testing
