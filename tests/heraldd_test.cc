@@ -335,3 +335,77 @@ TEST_F(HeralddSlowConsumer, ShedThenClosedWithSlowConsumer) {
 
 }  // namespace
 }  // namespace herald::testing
+
+namespace herald::testing {
+namespace {
+
+class HeralddChat : public Heraldd {
+  std::vector<std::string> args() override {
+    return {"--namespace", "name=chat,subscribe=any,publish=any", "--namespace", "name=news,subscribe=grant,publish=none",
+            "--protocol.heartbeat_ms", "5000", "--protocol.pong_timeout_ms", "500", "--auth.refresh_grace_s", "1"};
+  }
+};
+
+TEST_F(HeralddChat, ClientPublishNeedsTokenAndNamespacePermission) {
+  Client sub(server_.port("tcp"));
+  ASSERT_TRUE(sub.handshake(make_token("reader")));
+  ASSERT_EQ(sub.subscribe("chat:room1")->type, FrameType::kSubscribeOk);
+  Client writer(server_.port("tcp"));
+  ASSERT_TRUE(writer.handshake(make_token("writer", {{"publish", true}})));
+  v1::Publish p;
+  p.set_request_id(7);
+  p.set_channel("chat:room1");
+  p.set_payload("hello");
+  p.set_priority(v1::P2);
+  ASSERT_TRUE(writer.send(p));
+  auto ok = writer.read();
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->type, FrameType::kPublishOk) << error_of(ok).text();
+  EXPECT_EQ(ok->as<v1::PublishOk>().request_id(), 7u);
+  auto got = sub.read_until(FrameType::kPublication);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->as<v1::Publication>().payload(), "hello");
+  // Without "publish" in the token, or into a namespace that forbids it: request-level denial.
+  Client nope(server_.port("tcp"));
+  ASSERT_TRUE(nope.handshake(make_token("nope")));
+  ASSERT_TRUE(nope.send(p));
+  EXPECT_EQ(error_of(nope.read()).code(), static_cast<uint32_t>(Status::kPermissionDenied));
+  p.set_channel("news:today");
+  ASSERT_TRUE(writer.send(p));
+  EXPECT_EQ(error_of(writer.read()).code(), static_cast<uint32_t>(Status::kPermissionDenied));
+  // A grant-only namespace needs the grant in the token.
+  EXPECT_EQ(error_of(sub.subscribe("news:today")).code(), static_cast<uint32_t>(Status::kPermissionDenied));
+  Client granted(server_.port("tcp"));
+  ASSERT_TRUE(granted.handshake(make_token("g", {{"channels", {"news:*"}}})));
+  EXPECT_EQ(granted.subscribe("news:today")->type, FrameType::kSubscribeOk);
+}
+
+TEST_F(HeralddChat, SilentClientClosedAfterPongTimeout) {
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(c.handshake(make_token("quiet")));
+  auto ping = c.read_until(FrameType::kPing, 7000);
+  ASSERT_TRUE(ping) << "no Ping within the heartbeat interval";
+  auto e = c.read_until(FrameType::kError, 3000);
+  EXPECT_EQ(error_of(e).code(), static_cast<uint32_t>(Status::kHeartbeatTimeout));
+  EXPECT_TRUE(c.wait_closed(1500));
+}
+
+TEST_F(HeralddChat, ExpiringTokenRefreshedOrClosedWithExpired) {
+  Client refreshed(server_.port("tcp")), lapsed(server_.port("tcp"));
+  ASSERT_TRUE(refreshed.handshake(make_token("e1", nlohmann::json::object(), 1)));
+  ASSERT_TRUE(lapsed.handshake(make_token("e2", nlohmann::json::object(), 1)));
+  v1::Refresh r;
+  r.set_token(make_token("e1", nlohmann::json::object(), 3600));
+  ASSERT_TRUE(refreshed.send(r));
+  auto ok = refreshed.read();
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->type, FrameType::kAuthOk);
+  auto e = lapsed.read_until(FrameType::kError, 5000);
+  EXPECT_EQ(error_of(e).code(), static_cast<uint32_t>(Status::kTokenExpired));
+  EXPECT_TRUE(lapsed.wait_closed(1500));
+  // The refreshed one is still served.
+  EXPECT_EQ(refreshed.subscribe("user:e1")->type, FrameType::kSubscribeOk);
+}
+
+}  // namespace
+}  // namespace herald::testing
