@@ -74,7 +74,7 @@ const Setting kSettings[] = {
      "HMAC key of client tokens; at least 16 bytes; the default is public (start-up warns)"},
     {"auth", "jwt_algorithm", &Config::jwt_algorithm, "ALG", "HS256, HS384 or HS512"},
     {"auth", "jwt_issuer", &Config::jwt_issuer, "TEXT", "required \"iss\" claim (\"\" = not checked)"},
-    {"auth", "jwt_audience", &Config::jwt_audience, "TEXT", "required \"aud\" claim (\"\" = not checked)"},
+    {"auth", "jwt_audience", &Config::jwt_audience, "TEXT", "required in the \"aud\" claim (\"\": tokens carrying aud are rejected)"},
     {"auth", "jwt_leeway_s", &Config::jwt_leeway_s, "S", "clock-skew leeway for \"exp\" and \"nbf\""},
     {"auth", "refresh_grace_s", &Config::refresh_grace_s, "S",
      "after a token's exp, time to send Refresh before the connection is closed (kTokenExpired)"},

@@ -163,7 +163,7 @@ void Connection::on_tls_event(bufferevent*, short what, void* arg) {
 void Connection::send(codec::EncodedMessage&& frame) noexcept {
   if (closing_ && reaped_) return;
   if (lanes_.enqueue_control(std::move(frame), monotonic_ms()) == EnqueueOutcome::kSlowConsumer) {
-    lanes_.clear();
+    lanes_.discard_queued();
     start_closing(CloseReason::kSlowConsumer);
   }
 }
@@ -181,7 +181,8 @@ void Connection::queue_publication(const PublicationPtr& p) {
       break;
     case EnqueueOutcome::kSlowConsumer:
       // Never drop P0/P1 silently: tell the client why and close; it resumes from its offset.
-      lanes_.clear();
+      // discard_queued keeps a half-written frame, so the Error follows a whole frame.
+      lanes_.discard_queued();
       session_.disconnect(codec::Status::kSlowConsumer, "slow consumer: output limit exceeded");
       start_closing(CloseReason::kSlowConsumer);
       break;
@@ -324,7 +325,7 @@ void Connection::on_timer() {
     return;
   }
   if (lanes_.soft_limit_exceeded_too_long(now)) {
-    lanes_.clear();
+    lanes_.discard_queued();
     session_.disconnect(codec::Status::kSlowConsumer, "slow consumer: output above the soft limit too long");
     start_closing(CloseReason::kSlowConsumer);
   } else {
