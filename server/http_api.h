@@ -70,7 +70,7 @@ struct ApiConfig {
   // are ignored; with no key at all every authenticated route answers 401.
   std::vector<std::string> api_keys;
   size_t max_body_bytes = 1 << 20;          // larger bodies: 413 (from libevent, see docs)
-  size_t max_header_bytes = 16 * 1024;      // request line excluded; larger: 400 (libevent)
+  size_t max_header_bytes = 16 * 1024;      // request headers; larger: 400 (from libevent)
   size_t max_batch = 1000;                  // messages per POST /v1/publish/batch
   size_t max_users_per_publish = 10000;     // users per message, and targets per request
   int idle_timeout_s = 60;                  // evhttp read/write timeout of a connection
@@ -103,7 +103,7 @@ class HttpApi {
   // failure returns false with `error` set (nothing is thrown).
   bool bind(const std::string& host, uint16_t port, std::string& bound, std::string& error);
 
-  struct Impl;
+  struct Impl;  // implementation detail (named here so the .cc can hold weak_ptrs to it)
 
  private:
   std::shared_ptr<Impl> impl_;  // shared so pending async answers can tell it is gone (weak_ptr)

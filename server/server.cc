@@ -467,7 +467,7 @@ nlohmann::json Server::server_stats() {
   nlohmann::json loops = nlohmann::json::array();
   for (auto& loop : loops_) loops.push_back({{"index", loop->index()}, {"connections", loop->connection_count()}});
   return {{"uptime_s", (monotonic_ms() - started_ms_) / 1000},
-          {"connections", limiter_->total()},
+          {"connections_open", limiter_->total()},
           {"loops", loops},
           {"hub",
            {{"channels", hs.channels},
