@@ -302,7 +302,7 @@ class HeralddSlowConsumer : public Heraldd {
   }
 };
 
-TEST_F(HeralddSlowConsumer, ShedThenClosedWithSlowConsumer) {
+TEST_F(HeralddSlowConsumer, ClosedAtTheOutputLimitWhileOthersAreServed) {
   Client slow(server_.port("tcp"));
   slow.shrink_receive_buffer(4096);
   ASSERT_TRUE(slow.handshake(make_token("slow")));
@@ -310,27 +310,28 @@ TEST_F(HeralddSlowConsumer, ShedThenClosedWithSlowConsumer) {
   Client fast(server_.port("tcp"));
   ASSERT_TRUE(fast.handshake(make_token("fast")));
   ASSERT_EQ(fast.subscribe("user:fast")->type, FrameType::kSubscribeOk);
+  // 6 MB of P1 (never shed) against a 256 KiB hard limit; the slow client does
+  // not read, so kernel buffers fill and the server's queue passes the limit.
   const std::string big(2000, 'x');
   nlohmann::json batch = {{"messages", nlohmann::json::array()}};
   for (int i = 0; i < 1000; ++i) batch["messages"].push_back(publish_body("user:slow", big, 1));
-  // 6 MB of P1 (never shed) against a 256 KiB hard limit, more than the kernel buffers hold.
   for (int round = 0; round < 3; ++round) {
     ASSERT_EQ(http(server_.port("api"), "POST", "/v1/publish/batch", batch.dump()).status, 200);
   }
+  // The server closes it with reason "slow consumer" (its Error frame is best
+  // effort: a client that does not read cannot be told within the 1 s flush deadline).
+  const std::string closed_metric = "herald_connections_closed_total{reason=\"slow_consumer\"} 1";
+  bool closed_by_server = false;
+  for (int i = 0; i < 100 && !closed_by_server; ++i) {
+    closed_by_server = http(server_.port("api"), "GET", "/metrics", "", "").body.find(closed_metric) != std::string::npos;
+    if (!closed_by_server) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(closed_by_server);
   // The other subscriber is unaffected.
   ASSERT_EQ(publish(server_, publish_body("user:fast", "hi")).status, 200);
   EXPECT_TRUE(fast.read_until(FrameType::kPublication, 2000));
-  // The slow one gets its Error (kSlowConsumer) at the end of what it reads, then EOF.
-  std::optional<Received> last;
-  for (;;) {
-    auto r = slow.read(3000);
-    if (!r) break;
-    if (r->type == FrameType::kError) last = std::move(r);
-  }
-  EXPECT_TRUE(slow.closed());
-  EXPECT_EQ(error_of(last).code(), static_cast<uint32_t>(Status::kSlowConsumer));
-  HttpResponse m = http(server_.port("api"), "GET", "/metrics", "", "");
-  EXPECT_NE(m.body.find("slow_consumer"), std::string::npos);
+  // Draining the slow client is not part of the check: with its 4 KiB window,
+  // reading the megabytes still in kernel buffers takes a minute.
 }
 
 }  // namespace
