@@ -269,16 +269,28 @@ Status Session::on_refresh(const codec::InboundMessage& m, uint64_t now_ms, int6
   return fatal_;
 }
 
+// The checks every channel request starts with: a non-zero request_id (else the
+// connection fails, kInvalidField) and a valid channel name (else the request
+// fails, kBadChannel). True when the request may go on.
+template <class Request>
+bool Session::check_request(const Request& req, std::string_view what) noexcept {
+  if (req.request_id() == 0) {
+    fail(Status::kInvalidField, cat(what, " with request_id 0"));
+    return false;
+  }
+  if (!valid_channel_name(req.channel())) {
+    reject(req.request_id(), Status::kBadChannel, "invalid channel name");
+    return false;
+  }
+  return true;
+}
+
 Status Session::on_subscribe(const codec::InboundMessage& m) noexcept {
   v1::Subscribe req;
   if (!parse(m, req)) return fatal_;
+  if (!check_request(req, "Subscribe")) return fatal_;
   const uint64_t rid = req.request_id();
-  if (rid == 0) return fail(Status::kInvalidField, "Subscribe with request_id 0");
   const std::string& channel = req.channel();
-  if (!valid_channel_name(channel)) {
-    reject(rid, Status::kBadChannel, "invalid channel name");
-    return fatal_;
-  }
   Status s = may_subscribe(channel);
   if (!codec::ok(s)) {
     reject(rid, s, cat("not allowed to subscribe to ", channel));
@@ -326,12 +338,8 @@ Status Session::on_subscribe(const codec::InboundMessage& m) noexcept {
 Status Session::on_unsubscribe(const codec::InboundMessage& m) noexcept {
   v1::Unsubscribe req;
   if (!parse(m, req)) return fatal_;
+  if (!check_request(req, "Unsubscribe")) return fatal_;
   const uint64_t rid = req.request_id();
-  if (rid == 0) return fail(Status::kInvalidField, "Unsubscribe with request_id 0");
-  if (!valid_channel_name(req.channel())) {
-    reject(rid, Status::kBadChannel, "invalid channel name");
-    return fatal_;
-  }
   if (Subscription* sub = find(req.channel())) {
     // Swap-remove: the order of subscriptions means nothing.
     if (sub != &subs_.back()) std::swap(*sub, subs_.back());
@@ -349,12 +357,8 @@ Status Session::on_unsubscribe(const codec::InboundMessage& m) noexcept {
 Status Session::on_publish(const codec::InboundMessage& m) noexcept {
   v1::Publish req;
   if (!parse(m, req)) return fatal_;
+  if (!check_request(req, "Publish")) return fatal_;
   const uint64_t rid = req.request_id();
-  if (rid == 0) return fail(Status::kInvalidField, "Publish with request_id 0");
-  if (!valid_channel_name(req.channel())) {
-    reject(rid, Status::kBadChannel, "invalid channel name");
-    return fatal_;
-  }
   const Status s = may_publish(req.channel());
   if (!codec::ok(s)) {
     reject(rid, s, cat("not allowed to publish to ", req.channel()));

@@ -202,6 +202,8 @@ class Session {
   // Encodes and queues one control frame; false if it could not be encoded.
   bool send(const google::protobuf::Message& message, codec::FrameType type) noexcept;
   void reject(uint64_t request_id, codec::Status code, std::string_view text) noexcept;
+  template <class Request>
+  bool check_request(const Request& req, std::string_view what) noexcept;
   // Makes the session fatal with `code`, queues the connection-level Error, CLOSING.
   codec::Status fail(codec::Status code, std::string_view text) noexcept;
 
