@@ -90,6 +90,20 @@ struct FrameHeader {
   uint16_t type_field() const noexcept { return static_cast<uint16_t>(flags | static_cast<uint16_t>(type)); }
 };
 
+// Frames and wire bytes (header + body) per frame type, for metrics. Every frame
+// type is below 0x040; anything else lands in the last slot. Plain counters: one
+// instance per thread (an event loop), summed by whoever exports them.
+struct FrameTally {
+  static constexpr size_t kSlots = 64;
+  uint64_t frames[kSlots] = {};
+  uint64_t bytes[kSlots] = {};
+  void add(FrameType t, uint64_t wire_bytes) noexcept {
+    const size_t i = static_cast<uint16_t>(t) < kSlots ? static_cast<uint16_t>(t) : kSlots - 1;
+    ++frames[i];
+    bytes[i] += wire_bytes;
+  }
+};
+
 // Writes the 16 header bytes to out. Never fails.
 void encode_header(const FrameHeader& h, uint8_t out[kHeaderSize]) noexcept;
 

@@ -49,6 +49,9 @@ DecodeResult MessageReader::read(std::span<const uint8_t> in, uint64_t now_ms, I
     if (r.status == Status::kNeedMore) return {consumed, Status::kNeedMore};
     if (!ok(r.status)) return {consumed, fail(r.status, decoder_.error_offset())};
 
+    if (context_ != nullptr && context_->inbound_tally != nullptr) {
+      context_->inbound_tally->add(frame.header.type, kHeaderSize + uint64_t{frame.header.length});
+    }
     const uint64_t frame_offset = decoder_.frame_offset();
     out.sequence = frame.header.sequence;
     out.frame_offset = frame_offset;

@@ -31,6 +31,9 @@ struct CodecContext {
   Compressor compressor;
   Decompressor decompressor;
   std::vector<uint8_t> scratch;
+  // Optional: every frame a reader using this context decodes is counted here
+  // (fragments one by one, before reassembly; null = not counted).
+  FrameTally* inbound_tally = nullptr;
 };
 
 // One whole inbound message. `body` is the protobuf bytes (decompressed,

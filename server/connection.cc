@@ -52,7 +52,7 @@ Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::strin
       peer_ip_(std::move(peer_ip)),
       session_(&loop->context().session_config, loop->context().verifier.get(), this, &loop->codec(),
                std::to_string(loop->index()) + "-" + std::to_string(id & 0xFFFFFFFFFFFFFF), monotonic_ms()),
-      lanes_(&loop->context().output_limits) {}
+      lanes_(&loop->context().output_limits, loop->lane_counters()) {}
 
 Connection::~Connection() {
   if (read_ev_ != nullptr) event_free(read_ev_);
@@ -138,6 +138,8 @@ void Connection::handle_bytes(std::span<const uint8_t> bytes) {
 
 void Connection::handle_status(codec::Status s) {
   if (codec::ok(s) || closing_) return;
+  if (s == codec::Status::kAuthFailed) loop_->context().metrics->auth_failure(AuthFailure::kBadToken);
+  if (s == codec::Status::kTokenExpired) loop_->context().metrics->auth_failure(AuthFailure::kExpired);
   // The session already queued its Error frame; flush it, then close.
   start_closing(close_reason_for(s));
 }
@@ -172,12 +174,10 @@ void Connection::queue_publication(const PublicationPtr& p) {
   ServerContext& ctx = loop_->context();
   const auto& frames = p->encoded(session_.wire_variant(), ctx.shared_encoding, loop_->codec());
   const int prio = p->priority() >= 0 && p->priority() <= 3 ? p->priority() : 3;
+  // Queued and shed messages are counted by the lanes (LaneCounters, reported by the loop).
   switch (lanes_.enqueue(p, &frames, prio, monotonic_ms())) {
     case EnqueueOutcome::kQueued:
-      ctx.metrics->delivered(prio);
-      break;
     case EnqueueOutcome::kShed:
-      ctx.metrics->shed(prio);
       break;
     case EnqueueOutcome::kSlowConsumer:
       // Never drop P0/P1 silently: tell the client why and close; it resumes from its offset.
@@ -427,6 +427,8 @@ SessionSubscribeResult Connection::subscribe(const std::string& channel, bool re
 void Connection::unsubscribe(const std::string& channel) noexcept {
   loop_->context().hub->unsubscribe(loop_->index(), channel);
   loop_->remove_subscriber(channel, id_);
+  // No Publication of the channel may follow the UnsubscribeOk the session queues next.
+  lanes_.discard_channel(channel);
 }
 
 SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {

@@ -18,7 +18,8 @@ struct DeliveryLanes::Entry {
   uint32_t next_frame = 0;  // frames [0, next_frame) have been prepared
   uint32_t end_frame = 0;   // frames to send: frame_count(), or next_frame once discarded
   uint32_t in_flight = 0;   // prepared frames not yet completely written
-  int8_t lane = 0;          // 0 = control, 1 + priority
+  int8_t lane = 0;          // 0 = control, 1 + priority (a started publication may move to 0)
+  bool control = false;     // a ControlEntry (else a PublicationEntry)
 };
 
 struct DeliveryLanes::ControlEntry : Entry {
@@ -103,8 +104,18 @@ void DeliveryLanes::push_back(int lane, Entry* e) noexcept {
   l.tail = e;
 }
 
+void DeliveryLanes::add_queued(size_t n) noexcept {
+  queued_bytes_ += n;
+  if (counters_ != nullptr) counters_->queued_bytes += static_cast<int64_t>(n);
+}
+
+void DeliveryLanes::sub_queued(size_t n) noexcept {
+  queued_bytes_ -= n;
+  if (counters_ != nullptr) counters_->queued_bytes -= static_cast<int64_t>(n);
+}
+
 void DeliveryLanes::release(Entry* e) noexcept {
-  if (e->lane == kControl) {
+  if (e->control) {
     delete static_cast<ControlEntry*>(e);
   } else {
     delete static_cast<PublicationEntry*>(e);
@@ -123,8 +134,9 @@ EnqueueOutcome DeliveryLanes::enqueue_control(codec::EncodedMessage&& frame, uin
   e->frames = &e->message;
   e->end_frame = static_cast<uint32_t>(e->message.frame_count());
   e->lane = kControl;
+  e->control = true;
   push_back(kControl, e);
-  queued_bytes_ += size;
+  add_queued(size);
   track_soft(now_ms);
   return EnqueueOutcome::kQueued;
 }
@@ -147,7 +159,7 @@ void DeliveryLanes::drop_oldest(int lane, size_t incoming, size_t soft) noexcept
     }
     if (l.tail == e) l.tail = prev;
     const size_t w = e->frames->wire_size();
-    queued_bytes_ -= w;
+    sub_queued(w);
     droppable_bytes_[lane - kP2] -= w;
     if (counters_ != nullptr) ++counters_->shed[lane - kP0];
     release(e);
@@ -185,7 +197,7 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
     if (priority <= 1) drop_oldest(kP2, size, soft);
   }
   push_back(lane, e);
-  queued_bytes_ += size;
+  add_queued(size);
   if (lane >= kP2) droppable_bytes_[lane - kP2] += size;
   if (counters_ != nullptr) ++counters_->queued[priority];
   track_soft(now_ms);
@@ -361,11 +373,16 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
     Entry* e = s.entry;
     ring_head_ = static_cast<uint16_t>((ring_head_ + 1u) & (ring_cap_ - 1u));
     --ring_count_;
-    if (counters_ != nullptr) ++counters_->frames_out;
+    if (counters_ != nullptr) {
+      ++counters_->frames_out;
+      // The type field (bytes 6-7 of the header) without its flag bits.
+      const auto type = static_cast<codec::FrameType>(((s.header[6] << 8) | s.header[7]) & codec::kTypeMask);
+      counters_->out.add(type, frame_size(e->frames, s.frame));
+    }
     if (--e->in_flight == 0 && e->next_frame == e->end_frame) release(e);
   }
   const size_t done = n - left;
-  queued_bytes_ -= done;
+  sub_queued(done);
   if (counters_ != nullptr) counters_->bytes_out += done;
   if (ring_count_ == 0 && ring_ != nullptr) {
     delete[] ring_;
@@ -392,11 +409,56 @@ size_t DeliveryLanes::queued_frames(int lane) const noexcept {
   return n;
 }
 
+size_t DeliveryLanes::discard_channel(std::string_view channel) noexcept {
+  size_t dropped = 0;
+  for (int lane = kP0; lane <= kP3; ++lane) {
+    Lane& l = lanes_[lane];
+    Entry* prev = nullptr;
+    for (Entry* e = l.head; e != nullptr;) {
+      Entry* next = e->next;
+      if (static_cast<PublicationEntry*>(e)->record == nullptr ||
+          static_cast<PublicationEntry*>(e)->record->channel() != channel) {
+        prev = e;
+        e = next;
+        continue;
+      }
+      // Unlink it from its lane.
+      if (prev != nullptr) {
+        prev->next = next;
+      } else {
+        l.head = next;
+      }
+      if (l.tail == e) l.tail = prev;
+      e->next = nullptr;
+      if (e->next_frame > 0) {
+        // Started (only a lane's head can be): its last fragments must still go out, or
+        // the client would hold a message that never completes. They move to the front
+        // of the control lane, ahead of the UnsubscribeOk the caller queues next.
+        e->lane = kControl;
+        Lane& c = lanes_[kControl];
+        e->next = c.head;
+        c.head = e;
+        if (c.tail == nullptr) c.tail = e;
+      } else {
+        const size_t w = e->frames->wire_size();
+        sub_queued(w);
+        if (lane >= kP2) droppable_bytes_[lane - kP2] -= w;
+        release(e);
+        ++dropped;
+      }
+      e = next;
+    }
+  }
+  reset_round_robin_if_idle();
+  if (queued_bytes_ <= soft_limit()) soft_since_ms_ = kNever;
+  return dropped;
+}
+
 void DeliveryLanes::discard_queued() noexcept {
   for (Lane& l : lanes_) {
     for (Entry* e = l.head; e != nullptr;) {
       Entry* next = e->next;
-      for (uint32_t i = e->next_frame; i < e->end_frame; ++i) queued_bytes_ -= frame_size(e->frames, i);
+      for (uint32_t i = e->next_frame; i < e->end_frame; ++i) sub_queued(frame_size(e->frames, i));
       e->end_frame = e->next_frame;
       e->next = nullptr;
       // A started message with frames in flight lives on in the ring until they are written.
@@ -422,7 +484,7 @@ void DeliveryLanes::clear() noexcept {
   ring_cap_ = 0;
   ring_head_ = 0;
   ring_count_ = 0;
-  queued_bytes_ = 0;
+  sub_queued(queued_bytes_);
   soft_since_ms_ = kNever;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 #include "codec/frame_encoder.h"
 #include "server/publication.h"
@@ -35,12 +36,15 @@ enum class EnqueueOutcome : uint8_t {
 // new message refused with kShed plus every queued message dropped to make room.
 // Messages thrown away by clear()/discard_queued() (the connection is closing) are not
 // counted. frames_out/bytes_out count what consumed() reports as written, control
-// frames included.
+// frames included; `out` the same per frame type (a frame counts once it is whole on
+// the socket). queued_bytes is the gauge of wire bytes queued on all the loop's lanes.
 struct LaneCounters {
   uint64_t queued[4] = {};
   uint64_t shed[4] = {};
   uint64_t frames_out = 0;
   uint64_t bytes_out = 0;
+  codec::FrameTally out;
+  int64_t queued_bytes = 0;
 };
 
 // Output queue of one connection. Control frames (replies, Pong, Error, GoAway ...) go
@@ -159,6 +163,13 @@ class DeliveryLanes {
   // receiver at end of stream (§7.6). Not counted as shed.
   void discard_queued() noexcept;
 
+  // Unsubscribed from `channel`: drops its publications that have not started, so none
+  // follows an UnsubscribeOk queued next (protocol §10.5). A started (fragmented)
+  // publication of the channel keeps its remaining frames, moved ahead of every
+  // control frame queued after this call. Returns how many were dropped (not counted
+  // as shed). O(queued publications).
+  size_t discard_channel(std::string_view channel) noexcept;
+
   // Drops everything, prepared frames included (the socket is gone or the flush deadline
   // passed); empty() afterwards. next_sequence() is unchanged. Not counted as shed.
   void clear() noexcept;
@@ -183,6 +194,8 @@ class DeliveryLanes {
   bool reserve_slot() noexcept;
   Slot& slot(size_t k) const noexcept;
   void release(Entry* e) noexcept;
+  void add_queued(size_t n) noexcept;
+  void sub_queued(size_t n) noexcept;
   void track_soft(uint64_t now_ms) noexcept;
   size_t soft_limit() const noexcept;
   bool nothing_waiting() const noexcept;

@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "server/connection.h"
+#include "server/metrics.h"
 #include "server/server_context.h"
 
 namespace herald::server {
@@ -17,6 +18,7 @@ namespace {
 constexpr size_t kReadBufferSize = 64 * 1024;  // one per loop, shared by its connections
 constexpr int kPriorityIo = 0;
 constexpr int kPriorityFlush = 1;  // runs after every I/O callback of the iteration
+constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
 
 }  // namespace
 
@@ -46,16 +48,21 @@ Loop::Loop(size_t index, ServerContext* context)
   flush_ev_ = event_new(base_, -1, 0, on_flush, this);
   timer_ev_ = evtimer_new(base_, on_timer, this);
   shutdown_ev_ = evtimer_new(base_, on_shutdown_deadline, this);
+  report_ev_ = event_new(base_, -1, EV_PERSIST, on_report, this);
+  codec_.inbound_tally = &inbound_tally_;
   event_priority_set(wakeup_ev_, kPriorityIo);
   event_priority_set(timer_ev_, kPriorityIo);
   event_priority_set(flush_ev_, kPriorityFlush);
   event_add(wakeup_ev_, nullptr);  // never fires by itself: only event_active() wakes it
+  event_add(report_ev_, &kReportInterval);
 }
 
 Loop::~Loop() {
   join();
   for (auto& [id, c] : connections_) c->release();
   connections_.clear();
+  report_counters();
+  event_free(report_ev_);
   event_free(wakeup_ev_);
   event_free(flush_ev_);
   event_free(timer_ev_);
@@ -205,6 +212,37 @@ void Loop::on_shutdown_deadline(evutil_socket_t, short, void* arg) {
   spdlog::get("loop")->warn("loop {}: shutdown deadline passed with {} connections open", loop->index_,
                             loop->connections_.size());
   event_base_loopbreak(loop->base_);
+}
+
+// ---------------------------------------------------------------- counters
+
+void Loop::on_report(evutil_socket_t, short, void* arg) { static_cast<Loop*>(arg)->report_counters(); }
+
+void Loop::report_counters() {
+  Metrics* m = context_->metrics;
+  if (m == nullptr) return;
+  const LaneCounters& now = lane_counters_;
+  LaneCounters& was = reported_lanes_;
+  for (int p = 0; p < 4; ++p) {
+    if (now.queued[p] != was.queued[p]) m->delivered(p, now.queued[p] - was.queued[p]);
+    if (now.shed[p] != was.shed[p]) m->shed(p, now.shed[p] - was.shed[p]);
+  }
+  for (size_t t = 0; t < codec::FrameTally::kSlots; ++t) {
+    const auto type = static_cast<codec::FrameType>(t);
+    if (now.out.frames[t] != was.out.frames[t]) {
+      m->frame_out(type, now.out.frames[t] - was.out.frames[t]);
+      m->frame_bytes_out(type, now.out.bytes[t] - was.out.bytes[t]);
+    }
+    if (inbound_tally_.frames[t] != reported_inbound_.frames[t]) {
+      m->frame_in(type, inbound_tally_.frames[t] - reported_inbound_.frames[t]);
+      m->frame_bytes_in(type, inbound_tally_.bytes[t] - reported_inbound_.bytes[t]);
+    }
+  }
+  const int64_t queued_delta = now.queued_bytes - was.queued_bytes;
+  if (queued_delta > 0) m->queued_bytes_add(static_cast<uint64_t>(queued_delta));
+  if (queued_delta < 0) m->queued_bytes_sub(static_cast<uint64_t>(-queued_delta));
+  was = now;
+  reported_inbound_ = inbound_tally_;
 }
 
 // ---------------------------------------------------------------- timers

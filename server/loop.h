@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "codec/message_reader.h"
+#include "server/delivery_lanes.h"
 #include "server/publication.h"
 
 namespace herald::server {
@@ -60,6 +61,9 @@ class Loop {
   ServerContext& context() const noexcept { return *context_; }
   codec::CodecContext& codec() noexcept { return codec_; }
   std::span<uint8_t> read_buffer() noexcept { return read_buffer_; }
+  // Counters every connection's DeliveryLanes of this loop share (folded into the
+  // process Metrics twice a second, see report_counters).
+  LaneCounters* lane_counters() noexcept { return &lane_counters_; }
 
   // Output queued: write at the end of this loop iteration (one write per connection).
   void schedule_flush(Connection* c);
@@ -81,6 +85,11 @@ class Loop {
   static void on_flush(evutil_socket_t, short, void* arg);
   static void on_timer(evutil_socket_t, short, void* arg);
   static void on_shutdown_deadline(evutil_socket_t, short, void* arg);
+  static void on_report(evutil_socket_t, short, void* arg);
+  // Adds what this loop counted since the last call (frames and bytes per type,
+  // publications queued and shed per priority, queued bytes) to the process Metrics:
+  // the hot path counts in plain loop-local integers, never in shared atomics.
+  void report_counters();
   void drain_posts();
   void deliver(const PublicationPtr& p);
   void flush_and_reap();
@@ -94,9 +103,14 @@ class Loop {
   event* flush_ev_ = nullptr;
   event* timer_ev_ = nullptr;
   event* shutdown_ev_ = nullptr;
+  event* report_ev_ = nullptr;
   std::thread thread_;
   codec::CodecContext codec_;
   std::vector<uint8_t> read_buffer_;
+  LaneCounters lane_counters_;
+  codec::FrameTally inbound_tally_;
+  LaneCounters reported_lanes_;       // lane_counters_ as of the last report
+  codec::FrameTally reported_inbound_;  // inbound_tally_ as of the last report
 
   std::mutex post_mu_;
   std::vector<std::function<void(Loop&)>> posted_;

@@ -93,7 +93,9 @@ MetricsSnapshot Metrics::snapshot() const {
   for (size_t i = 0; i < s.closes.size(); ++i) s.closes[i] = closes_[i].load(relaxed);
   for (size_t i = 0; i < kKnownFrameTypeCount; ++i) {
     const auto t = kKnownFrameTypes[i];
-    s.frames[i] = {t, frames_in_[type_index(t)].load(relaxed), frames_out_[type_index(t)].load(relaxed)};
+    const size_t k = type_index(t);
+    s.frames[i] = {t, frames_in_[k].load(relaxed), frames_out_[k].load(relaxed), frame_bytes_in_[k].load(relaxed),
+                   frame_bytes_out_[k].load(relaxed)};
   }
   s.bytes_in = bytes_in_.load(relaxed);
   s.bytes_out = bytes_out_.load(relaxed);
@@ -237,6 +239,14 @@ std::string Metrics::prometheus_text() const {
   for (const auto& f : s.frames) w.sample("herald_frames_in_total", {{"type", codec::to_string(f.type)}}, f.in);
   w.family("herald_frames_out_total", "counter", "Frames sent to clients, by frame type.");
   for (const auto& f : s.frames) w.sample("herald_frames_out_total", {{"type", codec::to_string(f.type)}}, f.out);
+  w.family("herald_frame_bytes_in_total", "counter",
+           "Wire bytes (headers and bodies) of the frames received from clients, by frame type.");
+  for (const auto& f : s.frames)
+    w.sample("herald_frame_bytes_in_total", {{"type", codec::to_string(f.type)}}, f.bytes_in);
+  w.family("herald_frame_bytes_out_total", "counter",
+           "Wire bytes (headers and bodies) of the frames written to clients, by frame type.");
+  for (const auto& f : s.frames)
+    w.sample("herald_frame_bytes_out_total", {{"type", codec::to_string(f.type)}}, f.bytes_out);
 
   w.family("herald_bytes_in_total", "counter", "Bytes read from client sockets.");
   w.sample("herald_bytes_in_total", {}, s.bytes_in);
@@ -298,9 +308,14 @@ nlohmann::json Metrics::stats_json() const {
 
   json frames_in = json::object();
   json frames_out = json::object();
+  json frame_bytes_in = json::object();
+  json frame_bytes_out = json::object();
   for (const auto& f : s.frames) {
-    frames_in[std::string(codec::to_string(f.type))] = f.in;
-    frames_out[std::string(codec::to_string(f.type))] = f.out;
+    const std::string name(codec::to_string(f.type));
+    frames_in[name] = f.in;
+    frames_out[name] = f.out;
+    frame_bytes_in[name] = f.bytes_in;
+    frame_bytes_out[name] = f.bytes_out;
   }
   json api = json::object();
   for (size_t r = 0; r < s.api_requests.size(); ++r)
@@ -322,6 +337,7 @@ nlohmann::json Metrics::stats_json() const {
         {"rejected", by(s.connections_rejected, [](size_t i) { return to_string(static_cast<RejectReason>(i)); })},
         {"closed", by(s.closes, [](size_t i) { return to_string(static_cast<CloseReason>(i)); })}}},
       {"frames", {{"in", std::move(frames_in)}, {"out", std::move(frames_out)}}},
+      {"frame_bytes", {{"in", std::move(frame_bytes_in)}, {"out", std::move(frame_bytes_out)}}},
       {"bytes", {{"in", s.bytes_in}, {"out", s.bytes_out}}},
       {"publishes",
        {{"api", s.publishes[static_cast<size_t>(PublishSource::kApi)]},

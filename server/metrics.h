@@ -84,6 +84,8 @@ struct MetricsSnapshot {
     codec::FrameType type;
     uint64_t in = 0;
     uint64_t out = 0;
+    uint64_t bytes_in = 0;
+    uint64_t bytes_out = 0;
   };
   uint64_t connections_accepted = 0;
   int64_t connections_current = 0;
@@ -121,11 +123,15 @@ struct MetricsSnapshot {
 //   connection_accepted / closed / connection_rejected: listener and connection owner.
 //     Every accepted connection is closed() exactly once; a connection refused by a
 //     limit after accept is connection_rejected(r) AND closed(kLimit).
-//   frame_in/out, bytes_in/out: the connection (one per frame / per socket read or write).
+//   frame_in/out, frame_bytes_in/out: the event loop, from its own plain counters
+//     (codec::FrameTally, LaneCounters) twice a second (Loop::report_counters);
+//     bytes_in/out: the connection (per socket read or write).
 //   published / dedup_hit / publish_error: the front end that received the publish
 //     (HttpApi for kApi, the session for kClient), not the hub.
-//   delivered / shed / observe_delivery_latency_us: the delivery lanes at socket write.
-//   auth_failure: the session. subscriptions: the session. queued_bytes: delivery lanes.
+//   delivered / shed / queued_bytes: the event loop, from LaneCounters (delivered =
+//     queued on a connection's lane; shed = refused or dropped for the output limit).
+//   observe_delivery_latency_us: the loop, when a publication's writes were made.
+//   auth_failure: the connection (from the session's fatal status). subscriptions: the session.
 //   api_request: HttpApi.
 class Metrics {
  public:
@@ -147,8 +153,11 @@ class Metrics {
 
   // --- frames and bytes. Frame types are indexed by their 12-bit number; only
   // known types are exported.
-  void frame_in(codec::FrameType t) noexcept { add(frames_in_[type_index(t)]); }
+  void frame_in(codec::FrameType t, uint64_t n = 1) noexcept { add(frames_in_[type_index(t)], n); }
   void frame_out(codec::FrameType t, uint64_t n = 1) noexcept { add(frames_out_[type_index(t)], n); }
+  // Wire bytes (headers and bodies) of those frames.
+  void frame_bytes_in(codec::FrameType t, uint64_t n) noexcept { add(frame_bytes_in_[type_index(t)], n); }
+  void frame_bytes_out(codec::FrameType t, uint64_t n) noexcept { add(frame_bytes_out_[type_index(t)], n); }
   void bytes_in(uint64_t n) noexcept { add(bytes_in_, n); }
   void bytes_out(uint64_t n) noexcept { add(bytes_out_, n); }
 
@@ -200,6 +209,8 @@ class Metrics {
   // Hot, frequently written groups start on their own cache lines.
   alignas(64) std::array<std::atomic<uint64_t>, kFrameTypeSlots> frames_in_{};
   alignas(64) std::array<std::atomic<uint64_t>, kFrameTypeSlots> frames_out_{};
+  alignas(64) std::array<std::atomic<uint64_t>, kFrameTypeSlots> frame_bytes_in_{};
+  alignas(64) std::array<std::atomic<uint64_t>, kFrameTypeSlots> frame_bytes_out_{};
   alignas(64) std::atomic<uint64_t> bytes_in_{0};
   alignas(64) std::atomic<uint64_t> bytes_out_{0};
   alignas(64) std::array<std::atomic<uint64_t>, kPriorityCount> deliveries_{};

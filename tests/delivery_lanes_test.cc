@@ -218,9 +218,9 @@ class DeliveryLanesTest : public ::testing::Test {
   // Small fragments so that a few KiB make a many-fragment message.
   void SetUp() override { enc_.fragment_size = 512; }
 
-  PublicationPtr record(uint64_t offset, int priority, size_t payload_size) {
+  PublicationPtr record(uint64_t offset, int priority, size_t payload_size, const std::string& channel = "news") {
     v1::Publication p;
-    p.set_channel("news");
+    p.set_channel(channel);
     p.set_offset(offset);
     p.set_priority(static_cast<v1::Priority>(priority));
     std::string payload(payload_size, '\0');
@@ -295,6 +295,69 @@ TEST_F(DeliveryLanesTest, ControlThenP0ThenP1ToP3) {
   EXPECT_EQ(counters_.frames_out, 6u);
   EXPECT_EQ(counters_.bytes_out, wire.size());
   EXPECT_EQ(lanes.next_sequence(), 6u);
+  // The same per frame type, for the metrics.
+  EXPECT_EQ(counters_.out.frames[static_cast<size_t>(codec::FrameType::kPublication)], 5u);
+  EXPECT_EQ(counters_.out.frames[static_cast<size_t>(codec::FrameType::kPong)], 1u);
+  EXPECT_EQ(counters_.out.bytes[static_cast<size_t>(codec::FrameType::kPublication)] +
+                counters_.out.bytes[static_cast<size_t>(codec::FrameType::kPong)],
+            wire.size());
+  EXPECT_EQ(counters_.queued_bytes, 0);
+}
+
+TEST_F(DeliveryLanesTest, QueuedBytesGaugeIsTheSumOverTheLoopsLanes) {
+  DeliveryLanes a(&limits_, &counters_);
+  DeliveryLanes b(&limits_, &counters_);
+  ASSERT_EQ(pub(a, 1, 2, 300), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(b, 2, 0, 700), EnqueueOutcome::kQueued);
+  ASSERT_EQ(b.enqueue_control(pong(1), 0), EnqueueOutcome::kQueued);
+  EXPECT_EQ(counters_.queued_bytes, static_cast<int64_t>(a.queued_bytes() + b.queued_bytes()));
+  Bytes wire;
+  write_once(a, wire, 1);  // a header only: the rest stays queued
+  EXPECT_EQ(counters_.queued_bytes, static_cast<int64_t>(a.queued_bytes() + b.queued_bytes()));
+  b.clear();
+  EXPECT_EQ(counters_.queued_bytes, static_cast<int64_t>(a.queued_bytes()));
+  {
+    DeliveryLanes c(&limits_, &counters_);
+    ASSERT_EQ(pub(c, 3, 3, 100), EnqueueOutcome::kQueued);
+  }  // destroyed with something queued
+  EXPECT_EQ(counters_.queued_bytes, static_cast<int64_t>(a.queued_bytes()));
+  drain(a, wire);
+  EXPECT_EQ(counters_.queued_bytes, 0);
+}
+
+TEST_F(DeliveryLanesTest, DiscardChannelDropsItsQueuedPublicationsButFinishesAStartedOne) {
+  limits_.batch_bytes = 2048;
+  DeliveryLanes lanes(&limits_, &counters_);
+  const PublicationPtr big = record(100, 3, 20 * 1024);  // many fragments of channel "news"
+  ASSERT_EQ(pub(lanes, big), EnqueueOutcome::kQueued);
+  // Start it: one batch prepared and half written.
+  Bytes wire;
+  write_once(lanes, wire, 64, [](size_t total) { return total / 2 + 3; });
+  ASSERT_GT(lanes.queued_frames(3), 10u);
+  ASSERT_EQ(pub(lanes, record(101, 2, 50)), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, record(102, 0, 50)), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, record(103, 3, 50)), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, record(200, 2, 50, "other")), EnqueueOutcome::kQueued);
+  const LaneCounters before = counters_;
+
+  EXPECT_EQ(lanes.discard_channel("news"), 3u);  // 101, 102, 103; the started one stays
+  EXPECT_EQ(lanes.discard_channel("nobody"), 0u);
+  EXPECT_EQ(counters_.queued_bytes, static_cast<int64_t>(lanes.queued_bytes()));
+  ASSERT_EQ(lanes.enqueue_control(pong(9), 0), EnqueueOutcome::kQueued);  // the UnsubscribeOk's place
+  drain(lanes, wire);
+
+  const auto got = decode_messages(wire);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].type, codec::FrameType::kPublication);
+  EXPECT_EQ(got[0].key, 100u);  // completed, before the control frame
+  EXPECT_TRUE(got[0].intact);
+  EXPECT_EQ(got[1].type, codec::FrameType::kPong);
+  EXPECT_EQ(got[1].key, 9u);
+  EXPECT_EQ(got[2].type, codec::FrameType::kPublication);
+  EXPECT_EQ(got[2].key, 200u);  // another channel's publication is untouched
+  for (int p = 0; p < 4; ++p) EXPECT_EQ(counters_.shed[p], before.shed[p]) << "an unsubscribe is not a shed";
+  EXPECT_EQ(counters_.queued_bytes, 0);
+  EXPECT_TRUE(lanes.empty());
 }
 
 TEST_F(DeliveryLanesTest, P0GoesBetweenFragmentsOfAHalfWrittenP3Message) {

@@ -165,6 +165,11 @@ TEST_F(Heraldd, BadTokensAreRejected) {
     EXPECT_EQ(error_of(failure).code(), static_cast<uint32_t>(tc.want));
     EXPECT_TRUE(c.wait_closed(1500));
   }
+  // Counted by reason: four bad tokens, one expired.
+  EXPECT_EQ(wait_metric(server_.port("api"), "herald_auth_failures_total{reason=\"bad_token\"}",
+                        [](double v) { return v >= 4; }),
+            4);
+  EXPECT_EQ(metric(server_.port("api"), "herald_auth_failures_total{reason=\"expired\"}"), 1);
 }
 
 TEST_F(Heraldd, ResumeDeliversExactlyWhatWasMissedInOrder) {
@@ -219,15 +224,36 @@ TEST_F(Heraldd, DuplicatePublishGetsTheOriginalOffsetAndIsDeliveredOnce) {
 }
 
 TEST_F(Heraldd, MetricsAndStats) {
+  const uint16_t api = server_.port("api");
   Client c(server_.port("tcp"));
   ASSERT_TRUE(c.handshake(make_token("m")));
-  HttpResponse m = http(server_.port("api"), "GET", "/metrics", "", "");
-  ASSERT_EQ(m.status, 200);
-  EXPECT_NE(m.body.find("herald_connections_current"), std::string::npos) << m.body.substr(0, 500);
-  HttpResponse s = http(server_.port("api"), "GET", "/v1/stats");
+  ASSERT_EQ(c.subscribe("user:m")->type, FrameType::kSubscribeOk);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(publish(server_, publish_body("user:m", "n" + std::to_string(i), 1)).status, 200);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.read_until(FrameType::kPublication));
+  Client bad(server_.port("tcp"));
+  EXPECT_FALSE(bad.handshake("not-a-jwt"));
+  EXPECT_TRUE(bad.wait_closed(2000));
+
+  // Loops report their counters twice a second: poll.
+  auto at_least = [](double n) { return [n](double v) { return v >= n; }; };
+  EXPECT_EQ(wait_metric(api, "herald_frames_in_total{type=\"Subscribe\"}", at_least(1)), 1);
+  EXPECT_EQ(wait_metric(api, "herald_frames_in_total{type=\"Auth\"}", at_least(2)), 2);
+  EXPECT_EQ(wait_metric(api, "herald_frames_out_total{type=\"Publication\"}", at_least(3)), 3);
+  EXPECT_GT(wait_metric(api, "herald_frame_bytes_out_total{type=\"Publication\"}", at_least(3 * 16)), 3 * 16);
+  EXPECT_GT(metric(api, "herald_frame_bytes_in_total{type=\"Hello\"}"), 16);
+  EXPECT_EQ(wait_metric(api, "herald_deliveries_total{priority=\"P1\"}", at_least(3)), 3);
+  EXPECT_EQ(wait_metric(api, "herald_auth_failures_total{reason=\"bad_token\"}", at_least(1)), 1);
+  EXPECT_EQ(metric(api, "herald_auth_failures_total{reason=\"expired\"}"), 0);
+  EXPECT_EQ(wait_metric(api, "herald_queued_bytes", [](double v) { return v == 0; }), 0);
+  EXPECT_GE(metric(api, "herald_delivery_latency_seconds_count"), 3);
+  EXPECT_EQ(metric(api, "herald_publishes_total{source=\"api\"}"), 3);
+
+  HttpResponse s = http(api, "GET", "/v1/stats");
   ASSERT_EQ(s.status, 200) << s.body;
-  EXPECT_TRUE(s.json().is_object());
-  EXPECT_EQ(http(server_.port("api"), "GET", "/v1/stats", "", "wrong-key").status, 401);
+  ASSERT_TRUE(s.json().is_object());
+  EXPECT_EQ(s.json()["frames"]["out"]["Publication"], 3) << s.body;
+  EXPECT_GT(s.json()["frame_bytes"]["out"]["Publication"].get<uint64_t>(), 48u) << s.body;
+  EXPECT_EQ(http(api, "GET", "/v1/stats", "", "wrong-key").status, 401);
 }
 
 TEST_F(Heraldd, DisconnectUserEverywhere) {
@@ -332,6 +358,38 @@ TEST_F(HeralddSlowConsumer, ClosedAtTheOutputLimitWhileOthersAreServed) {
   EXPECT_TRUE(fast.read_until(FrameType::kPublication, 2000));
   // Draining the slow client is not part of the check: with its 4 KiB window,
   // reading the megabytes still in kernel buffers takes a minute.
+}
+
+TEST_F(HeralddSlowConsumer, NoPublicationOfAChannelFollowsItsUnsubscribeOk) {
+  Client c(server_.port("tcp"));
+  c.shrink_receive_buffer(16384);
+  ASSERT_TRUE(c.handshake(make_token("un")));
+  ASSERT_EQ(c.subscribe("user:un")->type, FrameType::kSubscribeOk);
+  // A backlog the client has not read yet: what the kernel does not hold is queued
+  // in the server (up to the 64 KiB soft limit; the rest is shed).
+  constexpr int kBacklog = 600;
+  nlohmann::json batch = {{"messages", nlohmann::json::array()}};
+  for (int i = 0; i < kBacklog; ++i) batch["messages"].push_back(publish_body("user:un", std::string(1000, 'x'), 2));
+  ASSERT_EQ(http(server_.port("api"), "POST", "/v1/publish/batch", batch.dump()).status, 200);
+  v1::Unsubscribe u;
+  u.set_request_id(77);
+  u.set_channel("user:un");
+  ASSERT_TRUE(c.send(u));
+  int before = 0;
+  bool unsubscribed = false;
+  while (auto m = c.read(3000)) {
+    if (m->type == FrameType::kUnsubscribeOk) {
+      EXPECT_EQ(m->as<v1::UnsubscribeOk>().request_id(), 77u);
+      unsubscribed = true;
+      break;
+    }
+    if (m->type == FrameType::kPublication) ++before;
+  }
+  ASSERT_TRUE(unsubscribed);
+  const double shed = wait_metric(server_.port("api"), "herald_shed_total{priority=\"P2\"}", [](double v) { return v >= 0; });
+  EXPECT_LT(before + shed, kBacklog) << "the backlog was meant to be still queued when the Unsubscribe arrived";
+  ASSERT_EQ(publish(server_, publish_body("user:un", "after")).status, 200);
+  EXPECT_FALSE(c.read_until(FrameType::kPublication, 500)) << "a publication followed UnsubscribeOk";
 }
 
 }  // namespace

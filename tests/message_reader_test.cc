@@ -119,6 +119,42 @@ TEST(MessageReader, RoundTripPlainChecksummedCompressedFragmented) {
   }
 }
 
+TEST(MessageReader, CountsEveryDecodedFrameByTypeInTheContextsTally) {
+  CodecContext ctx;
+  FrameTally tally;
+  ctx.inbound_tally = &tally;
+  const Bytes payload = serialize(sample_publication(100000));
+  EncodeOptions eo;
+  eo.checksum = true;
+  eo.max_frame_size = kMinMaxFrameSize;
+  eo.fragment_ref = 3;
+  EncodedMessage pub, ping;
+  ASSERT_EQ(encode_message(FrameType::kPublication, payload, eo, &ctx.compressor, pub), Status::kOk);
+  ASSERT_GT(pub.frame_count(), 3u);
+  v1::Ping p;
+  p.set_nonce(5);
+  ASSERT_EQ(encode_message(FrameType::kPing, serialize(p), EncodeOptions{}, nullptr, ping), Status::kOk);
+  Bytes stream;
+  uint32_t seq = 0;
+  append_frames(ping, seq, stream);
+  append_frames(pub, seq, stream);
+
+  ReaderLimits rl;
+  rl.decoder.max_frame_size = kMinMaxFrameSize;
+  MessageReader reader(rl, &ctx);
+  std::vector<Decoded> got;
+  ASSERT_EQ(read_all(reader, stream, {7, 20000, 20001}, got), Status::kOk);
+  ASSERT_EQ(got.size(), 2u);
+  // Fragments count one by one, with their wire bytes (header and body).
+  EXPECT_EQ(tally.frames[static_cast<size_t>(FrameType::kPublication)], pub.frame_count());
+  EXPECT_EQ(tally.frames[static_cast<size_t>(FrameType::kPing)], 1u);
+  EXPECT_EQ(tally.bytes[static_cast<size_t>(FrameType::kPublication)], pub.wire_size());
+  EXPECT_EQ(tally.bytes[static_cast<size_t>(FrameType::kPing)], ping.wire_size());
+  uint64_t all = 0;
+  for (uint64_t b : tally.bytes) all += b;
+  EXPECT_EQ(all, stream.size());
+}
+
 TEST(MessageReader, InterleavedControlFramesAndTwoFragmentedMessagesAtEverySplit) {
   CodecContext ctx;
   const Bytes a = serialize(sample_publication(40, 1));

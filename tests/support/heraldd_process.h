@@ -425,4 +425,25 @@ inline HttpResponse http(uint16_t port, const std::string& method, const std::st
   return r;
 }
 
+// The value of one sample of GET /metrics, e.g.
+// metric(port, "herald_shed_total{priority=\"P3\"}"); -1 if absent.
+inline double metric(uint16_t api_port, const std::string& sample) {
+  const HttpResponse m = http(api_port, "GET", "/metrics", "", "");
+  const std::string key = "\n" + sample + " ";
+  const auto at = m.body.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stod(m.body.substr(at + key.size()));
+}
+
+// Polls metric() until `ok(value)` holds or `timeout_ms` passed; returns the last value.
+template <class Pred>
+double wait_metric(uint16_t api_port, const std::string& sample, Pred ok, int timeout_ms = 5000) {
+  double v = metric(api_port, sample);
+  for (int waited = 0; !ok(v) && waited < timeout_ms; waited += 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    v = metric(api_port, sample);
+  }
+  return v;
+}
+
 }  // namespace herald::testing
