@@ -104,6 +104,10 @@ const Setting kSettings[] = {
      "subscriptions per connection (kTooManySubscriptions); at least 1"},
     {"limits", "api_max_body_bytes", &Config::api_max_body_bytes, "BYTES",
      "largest HTTP API request body; at least 1"},
+    {"limits", "accept_rate", &Config::accept_rate, "N",
+     "new connections per second on the public listeners (kRateLimited above it); 0 = no limit"},
+    {"limits", "accept_burst", &Config::accept_burst, "N",
+     "connections accepted at once above accept_rate; at least 1"},
     {"delivery", "soft_limit_bytes", &Config::soft_limit_bytes, "BYTES",
      "output queued for a slow client above which P3, then P2, are shed after soft_limit_ms; "
      "at most hard_limit_bytes"},
@@ -656,6 +660,7 @@ void validate(const Config& c) {
   check_at_least_1("limits.max_connections", c.max_connections);
   check_at_least_1("limits.max_connections_per_user", c.max_connections_per_user);
   check_at_least_1("limits.max_connections_per_ip", c.max_connections_per_ip);
+  check_at_least_1("limits.accept_burst", c.accept_burst);
   check_at_least_1("limits.max_subscriptions", c.max_subscriptions);
   check_at_least_1("limits.api_max_body_bytes", c.api_max_body_bytes);
 

@@ -55,6 +55,8 @@ struct Config {
   uint32_t max_connections = 100000, max_connections_per_user = 32, max_connections_per_ip = 10000;
   uint32_t max_subscriptions = 256;
   size_t api_max_body_bytes = 1048576;
+  uint32_t accept_rate = 10000;   // new connections per second on the public listeners; 0 = no limit
+  uint32_t accept_burst = 20000;  // connections accepted at once above the rate
   // [delivery]
   size_t soft_limit_bytes = 262144;
   uint32_t soft_limit_ms = 10000;

@@ -31,6 +31,7 @@ std::string_view to_string(RejectReason r) noexcept {
     case RejectReason::kLimitTotal: return "limit_total";
     case RejectReason::kLimitIp: return "limit_ip";
     case RejectReason::kLimitUser: return "limit_user";
+    case RejectReason::kAcceptRate: return "accept_rate";
     case RejectReason::kCount: break;
   }
   return "unknown";

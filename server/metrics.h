@@ -35,8 +35,9 @@ enum class CloseReason : uint8_t {
 std::string_view to_string(CloseReason r) noexcept;
 
 // Which connection limit refused a connection.
-enum class RejectReason : uint8_t { kLimitTotal, kLimitIp, kLimitUser, kCount };
-std::string_view to_string(RejectReason r) noexcept;  // "limit_total", "limit_ip", "limit_user"
+enum class RejectReason : uint8_t { kLimitTotal, kLimitIp, kLimitUser, kAcceptRate, kCount };
+// "limit_total", "limit_ip", "limit_user", "accept_rate"
+std::string_view to_string(RejectReason r) noexcept;
 
 // Who published: a backend through the HTTP API, or a client connection (Publish frame).
 enum class PublishSource : uint8_t { kApi, kClient, kCount };

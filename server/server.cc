@@ -91,6 +91,7 @@ void refuse(evutil_socket_t fd, codec::Status code, const std::string& text) {
 Server::Server(Config config) : config_(std::move(config)) {
   limiter_ = std::make_unique<ConnectionLimiter>(config_.max_connections, config_.max_connections_per_ip,
                                                  config_.max_connections_per_user);
+  accept_rate_ = std::make_unique<TokenBucket>(config_.accept_rate, config_.accept_burst, monotonic_us());
   history_ = std::make_unique<MemoryHistory>();
   const Config* cfg = &config_;
   HubLimits hub_limits;
@@ -294,6 +295,13 @@ void Server::on_accept_error(evconnlistener*, void*) {
 void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls) {
   if (shutting_down_) {
     evutil_closesocket(fd);
+    return;
+  }
+  if (!accept_rate_->take(monotonic_us())) {
+    // Checked first and costs nothing per client: a connect storm is refused cheaply.
+    metrics_.connection_rejected(RejectReason::kAcceptRate);
+    if (!tls) refuse(fd, codec::Status::kRateLimited, "accept rate limit reached, retry later");
+    else evutil_closesocket(fd);
     return;
   }
   const std::string ip = address_of(addr);

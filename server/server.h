@@ -20,6 +20,7 @@
 #include "server/memory_history.h"
 #include "server/metrics.h"
 #include "server/server_context.h"
+#include "server/token_bucket.h"
 
 namespace herald::server {
 
@@ -80,6 +81,7 @@ class Server final : public ApiBackend, public DeliverySink {
   std::vector<std::function<void()>> posted_;
   std::string bound_tcp_, bound_tls_, bound_api_;
   size_t next_loop_ = 0;
+  std::unique_ptr<TokenBucket> accept_rate_;  // limits.accept_rate, main thread only
   bool shutting_down_ = false;
   uint64_t shutdown_deadline_ms_ = 0;
   uint64_t started_ms_ = 0;

@@ -14,6 +14,8 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
 constexpr const char* kTls13Suites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+// Mozilla intermediate key exchange groups (OpenSSL would also offer X448 and ffdhe*).
+constexpr const char* kGroups = "X25519:prime256v1:secp384r1";
 
 std::string openssl_error() {
   unsigned long e = ERR_get_error();
@@ -40,6 +42,7 @@ SSL_CTX* make_tls_context(const std::string& cert_file, const std::string& key_f
   if (SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) return fail("max protocol");
   if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) return fail("cipher list");
   if (SSL_CTX_set_ciphersuites(ctx, kTls13Suites) != 1) return fail("TLS 1.3 suites");
+  if (SSL_CTX_set1_groups_list(ctx, kGroups) != 1) return fail("key exchange groups");
   // No renegotiation; a peer closing without close_notify is EOF (frames
   // detect truncation themselves); no session tickets kept per connection.
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);

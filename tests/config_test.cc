@@ -632,6 +632,8 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.max_connections_per_ip = 3;
   c.max_subscriptions = 4;
   c.api_max_body_bytes = 5;
+  c.accept_rate = 0;
+  c.accept_burst = 11;
   c.soft_limit_bytes = 6;
   c.soft_limit_ms = 7;
   c.hard_limit_bytes = 8;

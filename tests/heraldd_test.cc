@@ -308,6 +308,28 @@ TEST_F(HeralddShortTimeouts, IdleConnectionClosedAtHandshakeTimeout) {
   EXPECT_TRUE(c.wait_closed(1500));
 }
 
+TEST_F(HeralddShortTimeouts, SlowHeaderClosedAtHandshakeTimeout) {
+  // TESTING.md's "1 byte every 5 s" against the default 10 s timeout, scaled down:
+  // 1 byte every 120 ms against 300 ms. Trickling bytes does not extend the deadline.
+  Client slow(server_.port("tcp"));
+  const std::vector<uint8_t> hello = {0x48, 0x52, 0x4C, 0x44, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0};
+  size_t sent = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (sent < hello.size() && !slow.wait_closed(120)) {
+    if (!slow.send_raw(std::span<const uint8_t>(&hello[sent], 1))) break;
+    ++sent;
+  }
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(sent, hello.size()) << "the header was never cut off";
+  EXPECT_LT(took, std::chrono::seconds(5));
+  EXPECT_EQ(wait_metric(server_.port("api"), "herald_connections_closed_total{reason=\"handshake_timeout\"}",
+                        [](double v) { return v >= 1; }),
+            1);
+  // The service stays available.
+  Client ok(server_.port("tcp"));
+  EXPECT_TRUE(ok.handshake(make_token("after-slow")));
+}
+
 TEST_F(HeralddShortTimeouts, PerIpConnectionLimit) {
   Client a(server_.port("tcp")), b(server_.port("tcp")), c(server_.port("tcp"));
   ASSERT_TRUE(a.handshake(make_token("a")));
@@ -319,6 +341,30 @@ TEST_F(HeralddShortTimeouts, PerIpConnectionLimit) {
   EXPECT_TRUE(d.wait_closed(1500));
   // Earlier ones keep working.
   EXPECT_EQ(a.subscribe("user:a")->type, FrameType::kSubscribeOk);
+}
+
+class HeralddAcceptRate : public Heraldd {
+  std::vector<std::string> args() override { return {"--limits.accept_rate", "2", "--limits.accept_burst", "4"}; }
+};
+
+TEST_F(HeralddAcceptRate, ConnectionsOverTheRateAreRefusedWithRateLimitedAndOthersKeepWorking) {
+  std::vector<std::unique_ptr<Client>> ok;
+  for (int i = 0; i < 4; ++i) ok.push_back(std::make_unique<Client>(server_.port("tcp")));
+  Client over(server_.port("tcp"));
+  auto r = over.read(2000);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->type, FrameType::kError);
+  EXPECT_EQ(r->as<v1::Error>().code(), static_cast<uint32_t>(Status::kRateLimited));
+  EXPECT_TRUE(r->as<v1::Error>().temporary());
+  EXPECT_TRUE(over.wait_closed(1000));
+  for (auto& c : ok) EXPECT_TRUE(c->handshake(make_token("r")));
+  EXPECT_EQ(wait_metric(server_.port("api"), "herald_connections_rejected_total{reason=\"accept_rate\"}",
+                        [](double v) { return v >= 1; }),
+            1);
+  // The bucket refills at 2 per second.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  Client later(server_.port("tcp"));
+  EXPECT_TRUE(later.handshake(make_token("r")));
 }
 
 class HeralddSlowConsumer : public Heraldd {

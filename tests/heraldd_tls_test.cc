@@ -20,6 +20,8 @@ int run(const std::string& cmd) {
 
 class HeralddTls : public ::testing::Test {
  protected:
+  // Short enough for the idle-handshake test, long enough for a sanitizer build's handshakes.
+  static constexpr int kHandshakeTimeoutMs = 2000;
   void SetUp() override {
     char tmpl[] = "/tmp/herald-tls-XXXXXX";
     certs_ = ::mkdtemp(tmpl);
@@ -31,7 +33,8 @@ class HeralddTls : public ::testing::Test {
                   "-keyout other-key.pem -out other-cert.pem -subj /CN=other >/dev/null 2>&1"),
               0);
     ASSERT_TRUE(server_.start({"--listen.tls", "127.0.0.1:0", "--tls.cert_file", certs_ + "/dev-cert.pem",
-                               "--tls.key_file", certs_ + "/dev-key.pem"}))
+                               "--tls.key_file", certs_ + "/dev-key.pem", "--protocol.handshake_timeout_ms",
+                               std::to_string(kHandshakeTimeoutMs)}))
         << server_.log();
   }
   void TearDown() override {
@@ -92,6 +95,24 @@ TEST_F(HeralddTls, OnlyTls12And13WithAeadCiphers) {
   EXPECT_FALSE(s_client("-tls1_2 -cipher ECDHE-ECDSA-AES256-SHA384"));
   EXPECT_TRUE(s_client("-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256"));
   EXPECT_TRUE(s_client("-tls1_2 -cipher ECDHE-ECDSA-CHACHA20-POLY1305"));
+}
+
+TEST_F(HeralddTls, IdleOrStalledTlsHandshakeClosedAtHandshakeTimeout) {
+  Client idle(server_.port("tls"));  // TCP only: never sends a ClientHello
+  Client stalled(server_.port("tls"));
+  // A TLS record header announcing a 512-byte handshake record, then nothing.
+  const uint8_t record_header[5] = {0x16, 0x03, 0x01, 0x02, 0x00};
+  ASSERT_TRUE(stalled.send_raw(record_header));
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(idle.wait_closed(kHandshakeTimeoutMs + 3000));
+  EXPECT_TRUE(stalled.wait_closed(kHandshakeTimeoutMs + 3000));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(kHandshakeTimeoutMs - 200));
+  // The service stays available.
+  SSL_CTX* ctx = client_ctx(certs_ + "/dev-cert.pem");
+  Client c(server_.port("tls"));
+  ASSERT_TRUE(c.start_tls(ctx, "localhost"));
+  EXPECT_TRUE(c.handshake(make_token("after-idle")));
+  SSL_CTX_free(ctx);
 }
 
 TEST_F(HeralddTls, ClientVanishingWithoutCloseNotifyLeavesServerServing) {
