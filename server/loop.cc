@@ -150,10 +150,11 @@ void Loop::deliver(const PublicationPtr& p) {
   auto it = subscribers_.find(p->channel());
   if (it == subscribers_.end()) return;
   bool any = false;
-  // Copy: delivering may close a connection, which edits the list.
-  const std::vector<ConnectionId> ids = it->second;
-  for (ConnectionId id : ids) {
-    Connection* c = find(id);
+  // No copy of the list: delivering never edits it (a connection that closes leaves
+  // it when it is reaped, after this callback), and `it` stays valid.
+  const IdList& ids = it->second;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Connection* c = find(ids[i]);
     if (c == nullptr) continue;
     c->deliver(p);
     any = true;
@@ -289,30 +290,29 @@ Connection* Loop::find(ConnectionId id) const {
 
 void Loop::add_subscriber(const std::string& channel, ConnectionId id) { subscribers_[channel].push_back(id); }
 
-void Loop::remove_subscriber(const std::string& channel, ConnectionId id) {
-  auto it = subscribers_.find(channel);
-  if (it == subscribers_.end()) return;
-  auto& v = it->second;
-  v.erase(std::remove(v.begin(), v.end(), id), v.end());
-  if (v.empty()) subscribers_.erase(it);
+namespace {
+
+void remove_id(std::unordered_map<std::string, IdList>& map, const std::string& key, ConnectionId id) {
+  auto it = map.find(key);
+  if (it == map.end()) return;
+  it->second.remove(id);
+  if (it->second.empty()) map.erase(it);
 }
+
+}  // namespace
+
+void Loop::remove_subscriber(const std::string& channel, ConnectionId id) { remove_id(subscribers_, channel, id); }
 
 void Loop::add_user(const std::string& user, ConnectionId id) { users_[user].push_back(id); }
 
-void Loop::remove_user(const std::string& user, ConnectionId id) {
-  auto it = users_.find(user);
-  if (it == users_.end()) return;
-  auto& v = it->second;
-  v.erase(std::remove(v.begin(), v.end(), id), v.end());
-  if (v.empty()) users_.erase(it);
-}
+void Loop::remove_user(const std::string& user, ConnectionId id) { remove_id(users_, user, id); }
 
 std::vector<Connection*> Loop::connections_of(const std::string& user) const {
   std::vector<Connection*> out;
   auto it = users_.find(user);
   if (it == users_.end()) return out;
-  for (ConnectionId id : it->second) {
-    if (Connection* c = find(id)) out.push_back(c);
+  for (size_t i = 0; i < it->second.size(); ++i) {
+    if (Connection* c = find(it->second[i])) out.push_back(c);
   }
   return out;
 }

@@ -20,6 +20,7 @@
 
 #include "codec/message_reader.h"
 #include "server/delivery_lanes.h"
+#include "server/id_list.h"
 #include "server/publication.h"
 
 namespace herald::server {
@@ -120,8 +121,8 @@ class Loop {
   std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
   std::atomic<size_t> connection_count_{0};
   ConnectionId next_id_ = 1;
-  std::unordered_map<std::string, std::vector<ConnectionId>> subscribers_;
-  std::unordered_map<std::string, std::vector<ConnectionId>> users_;
+  std::unordered_map<std::string, IdList> subscribers_;  // channel -> local subscribers
+  std::unordered_map<std::string, IdList> users_;        // user -> local connections
   std::vector<ConnectionId> pending_flush_;
   std::vector<ConnectionId> pending_reap_;
   using TimerEntry = std::pair<uint64_t, ConnectionId>;
