@@ -55,8 +55,7 @@ Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::strin
       lanes_(&loop->context().output_limits, loop->lane_counters()) {}
 
 Connection::~Connection() {
-  if (read_ev_ != nullptr) event_free(read_ev_);
-  if (write_ev_ != nullptr) event_free(write_ev_);
+  if (watching_ != 0) event_del(&ev_);
   if (bev_ != nullptr) {
     bufferevent_free(bev_);  // closes the fd (BEV_OPT_CLOSE_ON_FREE)
   } else if (fd_ >= 0) {
@@ -81,10 +80,7 @@ bool Connection::start() {
     bufferevent_setwatermark(bev_, EV_WRITE, loop_->context().output_limits.batch_bytes / 2, 0);
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
   } else {
-    read_ev_ = event_new(loop_->base(), fd_, EV_READ | EV_PERSIST, on_read, this);
-    write_ev_ = event_new(loop_->base(), fd_, EV_WRITE, on_write, this);
-    if (read_ev_ == nullptr || write_ev_ == nullptr) return false;
-    event_add(read_ev_, nullptr);
+    if (!watch(true, false)) return false;
   }
   update_timer();
   return true;
@@ -239,7 +235,7 @@ void Connection::flush_plain() {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         lanes_.consumed(0, monotonic_ms());
         write_blocked_ = true;
-        event_add(write_ev_, nullptr);
+        watch(reading(), true);
         return;
       }
       lanes_.clear();
@@ -250,7 +246,7 @@ void Connection::flush_plain() {
     lanes_.consumed(static_cast<size_t>(w), monotonic_ms());
     if (static_cast<size_t>(w) < want) {
       write_blocked_ = true;
-      event_add(write_ev_, nullptr);
+      watch(reading(), true);
       return;
     }
   }
@@ -285,11 +281,31 @@ void Connection::flush_tls() {
   }
 }
 
-void Connection::on_write(evutil_socket_t, short, void* arg) {
+bool Connection::watch(bool read, bool write) {
+  const uint8_t want = static_cast<uint8_t>((read ? 1 : 0) | (write ? 2 : 0));
+  if (want == watching_) return true;
+  if (watching_ != 0) event_del(&ev_);
+  watching_ = want;
+  if (want == 0) return true;
+  // One event for both directions: an idle connection pays for one. Reassigned only
+  // when the set changes (a write blocks or unblocks, reading stops).
+  const short what = static_cast<short>((read ? EV_READ : 0) | (write ? EV_WRITE : 0) | EV_PERSIST);
+  if (event_assign(&ev_, loop_->base(), fd_, what, on_io, this) != 0 || event_add(&ev_, nullptr) != 0) {
+    watching_ = 0;
+    return false;
+  }
+  return true;
+}
+
+void Connection::on_io(evutil_socket_t fd, short what, void* arg) {
   auto* c = static_cast<Connection*>(arg);
-  c->write_blocked_ = false;
-  c->flush();
-  c->update_timer();
+  if (what & EV_WRITE) {
+    c->write_blocked_ = false;
+    c->watch(c->reading(), false);
+    c->flush();
+    c->update_timer();
+  }
+  if ((what & EV_READ) && c->reading()) on_read(fd, what, arg);
 }
 
 void Connection::on_tls_write(bufferevent*, void* arg) {
@@ -340,7 +356,7 @@ void Connection::go_away(uint32_t reconnect_after_ms) {
   // for this client (nothing accepted is lost), then say GoAway and close.
   go_away_pending_ = true;
   go_away_reconnect_ms_ = reconnect_after_ms;
-  if (read_ev_ != nullptr) event_del(read_ev_);
+  if (bev_ == nullptr) watch(false, write_blocked_);
   if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
   after_output();
   maybe_send_go_away();
@@ -367,7 +383,7 @@ void Connection::start_closing(CloseReason reason) {
   close_reason_ = reason;
   close_deadline_ms_ = monotonic_ms() + kErrorFlushMs;
   // Phase one: stop reading now; what must be said is flushed (with a deadline).
-  if (read_ev_ != nullptr) event_del(read_ev_);
+  if (bev_ == nullptr) watch(false, write_blocked_);
   if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
   timer_deadline_ = UINT64_MAX;
   update_timer();

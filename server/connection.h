@@ -6,6 +6,7 @@
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 
 #include <cstdint>
 #include <string>
@@ -56,8 +57,8 @@ class Connection final : public SessionHost {
   void on_ack(const std::string& channel, uint64_t offset) noexcept override;
 
  private:
+  static void on_io(evutil_socket_t fd, short what, void* arg);
   static void on_read(evutil_socket_t fd, short what, void* arg);
-  static void on_write(evutil_socket_t fd, short what, void* arg);
   static void on_tls_read(bufferevent* bev, void* arg);
   static void on_tls_write(bufferevent* bev, void* arg);
   static void on_tls_event(bufferevent* bev, short what, void* arg);
@@ -71,6 +72,9 @@ class Connection final : public SessionHost {
   void maybe_send_go_away();
   void update_timer();
   void flush_plain();
+  // Plain TCP: which directions the socket event watches; false if libevent refused.
+  bool watch(bool read, bool write);
+  bool reading() const noexcept { return !closing_ && !go_away_pending_; }
   void flush_tls();
 
   Loop* loop_;
@@ -78,8 +82,8 @@ class Connection final : public SessionHost {
   int fd_;
   const bool tls_;
   std::string peer_ip_;
-  event* read_ev_ = nullptr;
-  event* write_ev_ = nullptr;
+  event ev_;                 // plain TCP: the socket's one event (see watch())
+  uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
   bufferevent* bev_ = nullptr;
   Session session_;
   DeliveryLanes lanes_;

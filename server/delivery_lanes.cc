@@ -55,9 +55,23 @@ constexpr int kP3 = 4;
 
 }  // namespace
 
-// The bound every connection pays; see the class comment. On LP64 the members add up
-// to exactly 160 bytes (pointers 16, lanes 80, ring 8, byte counts 24, soft timer 8,
-// deficits 12, sequence 4, ring indexes 6, turn 1, padding 1).
+// Everything an idle connection does not need: allocated when something is queued and
+// freed when everything is written (or dropped), so an idle connection pays only for
+// the DeliveryLanes object itself.
+struct DeliveryLanes::State {
+  Lane lanes[kLanes];
+  Slot* ring = nullptr;              // prepared frames in sequence order; null when none
+  size_t droppable_bytes[2] = {};    // unstarted messages of P2, P3
+  uint64_t soft_since_ms = kNever;   // when queued bytes last went above soft; kNever if not above
+  uint32_t deficit[3] = {};          // round robin deficits of P1, P2, P3
+  uint16_t ring_head = 0;
+  uint16_t ring_count = 0;
+  uint16_t ring_cap = 0;             // a power of two (or 0)
+  uint8_t rr_lane = 2;               // 0..2 = P1..P3: whose turn it is (2: P1 is next)
+};
+
+// The bound every connection pays; see the class comment. On LP64: pointers 24, byte
+// count 8, sequence 4, padding 4.
 static_assert(sizeof(DeliveryLanes) <= DeliveryLanes::kMaxSize, "DeliveryLanes grew: it is paid per connection");
 
 namespace {
@@ -67,7 +81,19 @@ size_t frame_size(const codec::EncodedMessage* m, uint32_t i) noexcept { return 
 }  // namespace
 
 DeliveryLanes::DeliveryLanes(const OutputLimits* limits, LaneCounters* counters) noexcept
-    : limits_(limits), counters_(counters), soft_since_ms_(kNever) {}
+    : limits_(limits), counters_(counters) {}
+
+bool DeliveryLanes::ensure_state() noexcept {
+  if (s_ == nullptr) s_ = new (std::nothrow) State;
+  return s_ != nullptr;
+}
+
+void DeliveryLanes::free_state_if_idle() noexcept {
+  if (s_ == nullptr || queued_bytes_ != 0 || s_->ring_count != 0 || !nothing_waiting()) return;
+  delete[] s_->ring;
+  delete s_;
+  s_ = nullptr;
+}
 
 DeliveryLanes::~DeliveryLanes() { clear(); }
 
@@ -79,22 +105,24 @@ const LaneCounters& DeliveryLanes::counters() const noexcept {
 size_t DeliveryLanes::soft_limit() const noexcept { return std::min(limits_->soft_bytes, limits_->hard_bytes); }
 
 bool DeliveryLanes::nothing_waiting() const noexcept {
-  for (const Lane& l : lanes_) {
+  if (s_ == nullptr) return true;
+  for (const Lane& l : s_->lanes) {
     if (l.head != nullptr) return false;
   }
   return true;
 }
 
 void DeliveryLanes::track_soft(uint64_t now_ms) noexcept {
+  if (s_ == nullptr) return;  // nothing queued
   if (queued_bytes_ <= soft_limit()) {
-    soft_since_ms_ = kNever;
-  } else if (soft_since_ms_ == kNever) {
-    soft_since_ms_ = now_ms;
+    s_->soft_since_ms = kNever;
+  } else if (s_->soft_since_ms == kNever) {
+    s_->soft_since_ms = now_ms;
   }
 }
 
 void DeliveryLanes::push_back(int lane, Entry* e) noexcept {
-  Lane& l = lanes_[lane];
+  Lane& l = s_->lanes[lane];
   e->next = nullptr;
   if (l.tail != nullptr) {
     l.tail->next = e;
@@ -128,6 +156,7 @@ EnqueueOutcome DeliveryLanes::enqueue_control(codec::EncodedMessage&& frame, uin
   // With nothing waiting, at most one batch of prepared frames is ahead: let one frame
   // (an Error) through so the client learns why it is closed.
   if (queued_bytes_ + size > limits_->hard_bytes && !nothing_waiting()) return EnqueueOutcome::kSlowConsumer;
+  if (!ensure_state()) return EnqueueOutcome::kSlowConsumer;
   auto* e = new (std::nothrow) ControlEntry;
   if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
   e->message = std::move(frame);
@@ -142,7 +171,7 @@ EnqueueOutcome DeliveryLanes::enqueue_control(codec::EncodedMessage&& frame, uin
 }
 
 void DeliveryLanes::drop_oldest(int lane, size_t incoming, size_t soft) noexcept {
-  Lane& l = lanes_[lane];
+  Lane& l = s_->lanes[lane];
   Entry* prev = nullptr;
   Entry* e = l.head;
   // Only the head can have started; it is sent completely.
@@ -160,7 +189,7 @@ void DeliveryLanes::drop_oldest(int lane, size_t incoming, size_t soft) noexcept
     if (l.tail == e) l.tail = prev;
     const size_t w = e->frames->wire_size();
     sub_queued(w);
-    droppable_bytes_[lane - kP2] -= w;
+    s_->droppable_bytes[lane - kP2] -= w;
     if (counters_ != nullptr) ++counters_->shed[lane - kP0];
     release(e);
     e = next;
@@ -178,14 +207,15 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
   if (over_soft) {
     // Decide before dropping anything, so nothing is dropped for a message that is
     // refused anyway.
-    if (priority == 3 || (priority == 2 && queued_bytes_ - droppable_bytes_[1] + size > soft)) {
+    if (priority == 3 || (priority == 2 && queued_bytes_ - s_->droppable_bytes[1] + size > soft)) {
       if (counters_ != nullptr) ++counters_->shed[priority];
       return EnqueueOutcome::kShed;
     }
-    if (priority <= 1 && queued_bytes_ - droppable_bytes_[0] - droppable_bytes_[1] + size > limits_->hard_bytes) {
+    if (priority <= 1 && queued_bytes_ - s_->droppable_bytes[0] - s_->droppable_bytes[1] + size > limits_->hard_bytes) {
       return EnqueueOutcome::kSlowConsumer;
     }
   }
+  if (!ensure_state()) return EnqueueOutcome::kSlowConsumer;
   auto* e = new (std::nothrow) PublicationEntry;
   if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
   e->record = std::move(record);
@@ -198,66 +228,66 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
   }
   push_back(lane, e);
   add_queued(size);
-  if (lane >= kP2) droppable_bytes_[lane - kP2] += size;
+  if (lane >= kP2) s_->droppable_bytes[lane - kP2] += size;
   if (counters_ != nullptr) ++counters_->queued[priority];
   track_soft(now_ms);
   return EnqueueOutcome::kQueued;
 }
 
 bool DeliveryLanes::urgent() const noexcept {
-  return lanes_[kControl].head != nullptr || lanes_[kP0].head != nullptr;
+  return s_ != nullptr && (s_->lanes[kControl].head != nullptr || s_->lanes[kP0].head != nullptr);
 }
 
 DeliveryLanes::Slot& DeliveryLanes::slot(size_t k) const noexcept {
-  return ring_[(ring_head_ + k) & (ring_cap_ - 1u)];
+  return s_->ring[(s_->ring_head + k) & (s_->ring_cap - 1u)];
 }
 
 bool DeliveryLanes::reserve_slot() noexcept {
-  if (ring_count_ < ring_cap_) return true;
-  const size_t cap = ring_cap_ == 0 ? kFirstRingCap : size_t{ring_cap_} * 2;
+  if (s_->ring_count < s_->ring_cap) return true;
+  const size_t cap = s_->ring_cap == 0 ? kFirstRingCap : size_t{s_->ring_cap} * 2;
   if (cap > kMaxRingCap) return false;
   Slot* r = new (std::nothrow) Slot[cap];
   if (r == nullptr) return false;
-  for (size_t k = 0; k < ring_count_; ++k) r[k] = slot(k);
-  delete[] ring_;
-  ring_ = r;
-  ring_head_ = 0;
-  ring_cap_ = static_cast<uint16_t>(cap);
+  for (size_t k = 0; k < s_->ring_count; ++k) r[k] = slot(k);
+  delete[] s_->ring;
+  s_->ring = r;
+  s_->ring_head = 0;
+  s_->ring_cap = static_cast<uint16_t>(cap);
   return true;
 }
 
 void DeliveryLanes::reset_round_robin_if_idle() noexcept {
   // An idle lane keeps no credit (classic DRR); once all three are idle the next
   // round starts fresh with P1, so a lone burst is sent in priority order.
-  if (lanes_[kP1].head != nullptr || lanes_[kP2].head != nullptr || lanes_[kP3].head != nullptr) {
+  if (s_->lanes[kP1].head != nullptr || s_->lanes[kP2].head != nullptr || s_->lanes[kP3].head != nullptr) {
     for (int i = 0; i < 3; ++i) {
-      if (lanes_[kP1 + i].head == nullptr) deficit_[i] = 0;
+      if (s_->lanes[kP1 + i].head == nullptr) s_->deficit[i] = 0;
     }
     return;
   }
-  deficit_[0] = deficit_[1] = deficit_[2] = 0;
-  rr_lane_ = 2;
+  s_->deficit[0] = s_->deficit[1] = s_->deficit[2] = 0;
+  s_->rr_lane = 2;
 }
 
 void DeliveryLanes::advance_round_robin() noexcept {
-  rr_lane_ = static_cast<uint8_t>(rr_lane_ == 2 ? 0 : rr_lane_ + 1);
-  if (lanes_[kP1 + rr_lane_].head != nullptr) {
-    deficit_[rr_lane_] += kQuantum * kWeights[rr_lane_];
+  s_->rr_lane = static_cast<uint8_t>(s_->rr_lane == 2 ? 0 : s_->rr_lane + 1);
+  if (s_->lanes[kP1 + s_->rr_lane].head != nullptr) {
+    s_->deficit[s_->rr_lane] += kQuantum * kWeights[s_->rr_lane];
   } else {
-    deficit_[rr_lane_] = 0;  // an idle lane saves no credit
+    s_->deficit[s_->rr_lane] = 0;  // an idle lane saves no credit
   }
 }
 
 DeliveryLanes::Entry* DeliveryLanes::pick_round_robin(size_t* size) noexcept {
-  if (lanes_[kP1].head == nullptr && lanes_[kP2].head == nullptr && lanes_[kP3].head == nullptr) return nullptr;
+  if (s_->lanes[kP1].head == nullptr && s_->lanes[kP2].head == nullptr && s_->lanes[kP3].head == nullptr) return nullptr;
   int visited = 0;
   for (;;) {
-    Entry* e = lanes_[kP1 + rr_lane_].head;
+    Entry* e = s_->lanes[kP1 + s_->rr_lane].head;
     if (e == nullptr) {
-      deficit_[rr_lane_] = 0;
+      s_->deficit[s_->rr_lane] = 0;
     } else {
       const size_t s = frame_size(e->frames, e->next_frame);
-      if (s <= deficit_[rr_lane_]) {
+      if (s <= s_->deficit[s_->rr_lane]) {
         *size = s;
         return e;  // the deficit is spent when the frame is actually prepared
       }
@@ -267,15 +297,15 @@ DeliveryLanes::Entry* DeliveryLanes::pick_round_robin(size_t* size) noexcept {
       // skip the rounds in which nobody could send, as if they had been run.
       uint64_t rounds = std::numeric_limits<uint64_t>::max();
       for (int i = 0; i < 3; ++i) {
-        const Entry* h = lanes_[kP1 + i].head;
+        const Entry* h = s_->lanes[kP1 + i].head;
         if (h == nullptr) continue;
-        const uint64_t need = frame_size(h->frames, h->next_frame) - deficit_[i];
+        const uint64_t need = frame_size(h->frames, h->next_frame) - s_->deficit[i];
         const uint64_t q = uint64_t{kQuantum} * kWeights[i];
         rounds = std::min(rounds, (need + q - 1) / q);
       }
       for (int i = 0; i < 3; ++i) {
-        if (lanes_[kP1 + i].head != nullptr) {
-          deficit_[i] += static_cast<uint32_t>((rounds - 1) * kQuantum * kWeights[i]);
+        if (s_->lanes[kP1 + i].head != nullptr) {
+          s_->deficit[i] += static_cast<uint32_t>((rounds - 1) * kQuantum * kWeights[i]);
         }
       }
       visited = 0;
@@ -286,7 +316,7 @@ DeliveryLanes::Entry* DeliveryLanes::pick_round_robin(size_t* size) noexcept {
 
 DeliveryLanes::Entry* DeliveryLanes::pick(size_t* size) noexcept {
   for (int lane : {kControl, kP0}) {
-    if (Entry* e = lanes_[lane].head) {
+    if (Entry* e = s_->lanes[lane].head) {
       *size = frame_size(e->frames, e->next_frame);
       return e;
     }
@@ -295,13 +325,13 @@ DeliveryLanes::Entry* DeliveryLanes::pick(size_t* size) noexcept {
 }
 
 size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
-  if (iov == nullptr || max_iov == 0) return 0;
+  if (iov == nullptr || max_iov == 0 || s_ == nullptr) return 0;
   // Pass 1: count what the already prepared frames still need, then prepare new ones
   // into the ring. The iovecs are filled only afterwards, because growing the ring
   // moves the headers.
   size_t pieces = 0;
   size_t bytes = 0;
-  for (size_t k = 0; k < ring_count_; ++k) {
+  for (size_t k = 0; k < s_->ring_count; ++k) {
     const Slot& s = slot(k);
     const size_t size = frame_size(s.entry->frames, s.frame);
     pieces += (s.written < codec::kHeaderSize ? 1 : 0) + (size > std::max<size_t>(s.written, codec::kHeaderSize) ? 1 : 0);
@@ -316,18 +346,18 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
     const size_t need = size > codec::kHeaderSize ? 2 : 1;
     if (pieces > 0 && pieces + need > max_iov) break;
     if (!reserve_slot()) break;
-    Slot& s = slot(ring_count_++);
+    Slot& s = slot(s_->ring_count++);
     s.entry = e;
     s.frame = e->next_frame;
     s.written = 0;
     e->frames->write_header(e->next_frame, next_sequence_++, s.header);
-    if (e->next_frame == 0 && e->lane >= kP2) droppable_bytes_[e->lane - kP2] -= e->frames->wire_size();
+    if (e->next_frame == 0 && e->lane >= kP2) s_->droppable_bytes[e->lane - kP2] -= e->frames->wire_size();
     ++e->next_frame;
     ++e->in_flight;
-    if (e->lane >= kP1) deficit_[e->lane - kP1] -= static_cast<uint32_t>(size);
+    if (e->lane >= kP1) s_->deficit[e->lane - kP1] -= static_cast<uint32_t>(size);
     if (e->next_frame == e->end_frame) {
       // Detach: the next message of this lane may start; the slots keep this one alive.
-      Lane& l = lanes_[e->lane];
+      Lane& l = s_->lanes[e->lane];
       l.head = e->next;
       if (l.head == nullptr) {
         l.tail = nullptr;
@@ -340,7 +370,7 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
   }
   // Pass 2: describe the ring in order.
   size_t n = 0;
-  for (size_t k = 0; k < ring_count_ && n < max_iov; ++k) {
+  for (size_t k = 0; k < s_->ring_count && n < max_iov; ++k) {
     Slot& s = slot(k);
     if (s.written < codec::kHeaderSize) {
       iov[n].iov_base = s.header + s.written;
@@ -360,8 +390,9 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
 }
 
 void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
+  if (s_ == nullptr) return;
   size_t left = n;
-  while (left > 0 && ring_count_ > 0) {
+  while (left > 0 && s_->ring_count > 0) {
     Slot& s = slot(0);
     const size_t rest = frame_size(s.entry->frames, s.frame) - s.written;
     if (left < rest) {
@@ -371,8 +402,8 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
     }
     left -= rest;
     Entry* e = s.entry;
-    ring_head_ = static_cast<uint16_t>((ring_head_ + 1u) & (ring_cap_ - 1u));
-    --ring_count_;
+    s_->ring_head = static_cast<uint16_t>((s_->ring_head + 1u) & (s_->ring_cap - 1u));
+    --s_->ring_count;
     if (counters_ != nullptr) {
       ++counters_->frames_out;
       // The type field (bytes 6-7 of the header) without its flag bits.
@@ -384,35 +415,38 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
   const size_t done = n - left;
   sub_queued(done);
   if (counters_ != nullptr) counters_->bytes_out += done;
-  if (ring_count_ == 0 && ring_ != nullptr) {
-    delete[] ring_;
-    ring_ = nullptr;
-    ring_cap_ = 0;
-    ring_head_ = 0;
+  if (s_->ring_count == 0 && s_->ring != nullptr) {
+    delete[] s_->ring;
+    s_->ring = nullptr;
+    s_->ring_cap = 0;
+    s_->ring_head = 0;
   }
   track_soft(now_ms);
+  free_state_if_idle();
 }
 
 bool DeliveryLanes::soft_limit_exceeded_too_long(uint64_t now_ms) const noexcept {
-  if (queued_bytes_ <= soft_limit() || soft_since_ms_ == kNever || now_ms < soft_since_ms_) return false;
-  return now_ms - soft_since_ms_ >= limits_->soft_ms;
+  if (s_ == nullptr) return false;
+  if (queued_bytes_ <= soft_limit() || s_->soft_since_ms == kNever || now_ms < s_->soft_since_ms) return false;
+  return now_ms - s_->soft_since_ms >= limits_->soft_ms;
 }
 
 size_t DeliveryLanes::queued_frames(int lane) const noexcept {
-  if (lane < -1 || lane > 3) return 0;
+  if (lane < -1 || lane > 3 || s_ == nullptr) return 0;
   const int l = lane + 1;
   size_t n = 0;
-  for (const Entry* e = lanes_[l].head; e != nullptr; e = e->next) n += e->end_frame - e->next_frame;
-  for (size_t k = 0; k < ring_count_; ++k) {
+  for (const Entry* e = s_->lanes[l].head; e != nullptr; e = e->next) n += e->end_frame - e->next_frame;
+  for (size_t k = 0; k < s_->ring_count; ++k) {
     if (slot(k).entry->lane == l) ++n;
   }
   return n;
 }
 
 size_t DeliveryLanes::discard_channel(std::string_view channel) noexcept {
+  if (s_ == nullptr) return 0;
   size_t dropped = 0;
   for (int lane = kP0; lane <= kP3; ++lane) {
-    Lane& l = lanes_[lane];
+    Lane& l = s_->lanes[lane];
     Entry* prev = nullptr;
     for (Entry* e = l.head; e != nullptr;) {
       Entry* next = e->next;
@@ -435,14 +469,14 @@ size_t DeliveryLanes::discard_channel(std::string_view channel) noexcept {
         // the client would hold a message that never completes. They move to the front
         // of the control lane, ahead of the UnsubscribeOk the caller queues next.
         e->lane = kControl;
-        Lane& c = lanes_[kControl];
+        Lane& c = s_->lanes[kControl];
         e->next = c.head;
         c.head = e;
         if (c.tail == nullptr) c.tail = e;
       } else {
         const size_t w = e->frames->wire_size();
         sub_queued(w);
-        if (lane >= kP2) droppable_bytes_[lane - kP2] -= w;
+        if (lane >= kP2) s_->droppable_bytes[lane - kP2] -= w;
         release(e);
         ++dropped;
       }
@@ -450,12 +484,19 @@ size_t DeliveryLanes::discard_channel(std::string_view channel) noexcept {
     }
   }
   reset_round_robin_if_idle();
-  if (queued_bytes_ <= soft_limit()) soft_since_ms_ = kNever;
+  if (queued_bytes_ <= soft_limit()) s_->soft_since_ms = kNever;
+  free_state_if_idle();
   return dropped;
 }
 
 void DeliveryLanes::discard_queued() noexcept {
-  for (Lane& l : lanes_) {
+  discard_unprepared();
+  free_state_if_idle();
+}
+
+void DeliveryLanes::discard_unprepared() noexcept {
+  if (s_ == nullptr) return;
+  for (Lane& l : s_->lanes) {
     for (Entry* e = l.head; e != nullptr;) {
       Entry* next = e->next;
       for (uint32_t i = e->next_frame; i < e->end_frame; ++i) sub_queued(frame_size(e->frames, i));
@@ -467,25 +508,27 @@ void DeliveryLanes::discard_queued() noexcept {
     }
     l = Lane{};
   }
-  droppable_bytes_[0] = droppable_bytes_[1] = 0;
+  s_->droppable_bytes[0] = s_->droppable_bytes[1] = 0;
   reset_round_robin_if_idle();
-  if (queued_bytes_ <= soft_limit()) soft_since_ms_ = kNever;
+  if (queued_bytes_ <= soft_limit()) s_->soft_since_ms = kNever;
 }
 
 void DeliveryLanes::clear() noexcept {
-  discard_queued();
+  if (s_ == nullptr) return;
+  discard_unprepared();
   // Every entry is detached now; each goes with the last slot that refers to it.
-  for (size_t k = 0; k < ring_count_; ++k) {
+  for (size_t k = 0; k < s_->ring_count; ++k) {
     Entry* e = slot(k).entry;
     if (--e->in_flight == 0) release(e);
   }
-  delete[] ring_;
-  ring_ = nullptr;
-  ring_cap_ = 0;
-  ring_head_ = 0;
-  ring_count_ = 0;
+  delete[] s_->ring;
+  s_->ring = nullptr;
+  s_->ring_cap = 0;
+  s_->ring_head = 0;
+  s_->ring_count = 0;
   sub_queued(queued_bytes_);
-  soft_since_ms_ = kNever;
+  s_->soft_since_ms = kNever;
+  free_state_if_idle();
 }
 
 }  // namespace herald::server

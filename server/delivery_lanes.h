@@ -56,8 +56,9 @@ struct LaneCounters {
 // Sequence numbers are given when a frame is prepared, so the wire sees 0, 1, 2, ...
 //
 // Memory: one instance per connection. An empty DeliveryLanes owns no heap memory and
-// sizeof(DeliveryLanes) <= kMaxSize (160 bytes on LP64; checked by a static_assert in
-// the .cc). Each queued message costs one node: 48 bytes for a publication (its
+// sizeof(DeliveryLanes) <= kMaxSize (40 bytes on LP64; checked by a static_assert in
+// the .cc): the queues, the ring and the round robin live in a block of about 150 bytes
+// allocated when something is queued and freed when everything is written. Each queued message costs one node: 48 bytes for a publication (its
 // PublicationPtr and a pointer to the shared frames, whose bytes are never copied), 88
 // for a control frame (its EncodedMessage is moved in, buffers included). Headers of
 // prepared frames live in a ring of 32-byte slots (8 at first, doubling), allocated
@@ -68,7 +69,7 @@ struct LaneCounters {
 // closes and memory returns) and prepare() stop early.
 class DeliveryLanes {
  public:
-  static constexpr size_t kMaxSize = 160;
+  static constexpr size_t kMaxSize = 40;
   // Deficit round robin quantum per unit of weight (bytes per round: P1 8 KiB,
   // P2 4 KiB, P3 1 KiB).
   static constexpr uint32_t kQuantum = 1024;
@@ -185,6 +186,8 @@ class DeliveryLanes {
   };
   static constexpr int kLanes = 5;  // index 0 = control, 1 + p = publication priority p
 
+  struct State;
+
   void push_back(int lane, Entry* e) noexcept;
   Entry* pick(size_t* frame_size) noexcept;
   Entry* pick_round_robin(size_t* frame_size) noexcept;
@@ -199,20 +202,15 @@ class DeliveryLanes {
   void track_soft(uint64_t now_ms) noexcept;
   size_t soft_limit() const noexcept;
   bool nothing_waiting() const noexcept;
+  bool ensure_state() noexcept;        // false if it could not be allocated
+  void free_state_if_idle() noexcept;  // once nothing is queued or in flight
+  void discard_unprepared() noexcept;  // discard_queued() without freeing the state
 
   const OutputLimits* limits_;
   LaneCounters* counters_;
-  Lane lanes_[kLanes];
-  Slot* ring_ = nullptr;             // prepared frames in sequence order; null when none
+  State* s_ = nullptr;               // null while nothing is queued
   size_t queued_bytes_ = 0;
-  size_t droppable_bytes_[2] = {};   // unstarted messages of P2, P3
-  uint64_t soft_since_ms_;           // when queued bytes last went above soft; kNever if not above
-  uint32_t deficit_[3] = {};         // round robin deficits of P1, P2, P3
   uint32_t next_sequence_ = 0;
-  uint16_t ring_head_ = 0;
-  uint16_t ring_count_ = 0;
-  uint16_t ring_cap_ = 0;            // a power of two (or 0)
-  uint8_t rr_lane_ = 2;              // 0..2 = P1..P3: whose turn it is (2: P1 is next)
 };
 
 }  // namespace herald::server
