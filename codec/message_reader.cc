@@ -4,12 +4,26 @@
 namespace herald::codec {
 
 MessageReader::MessageReader(const ReaderLimits& limits, CodecContext* context) noexcept
-    : limits_(limits), context_(context), decoder_(limits.decoder), reassembler_(limits.reassembly) {}
+    : max_message_size_(limits.max_message_size),
+      compression_(limits.compression),
+      context_(context),
+      decoder_(limits.decoder),
+      reassembler_(limits.reassembly) {}
 
 void MessageReader::set_limits(const ReaderLimits& limits) noexcept {
-  limits_ = limits;
+  max_message_size_ = limits.max_message_size;
+  compression_ = limits.compression;
   decoder_.set_limits(limits.decoder);
   reassembler_.set_limits(limits.reassembly);
+}
+
+ReaderLimits MessageReader::limits() const noexcept {
+  ReaderLimits l;
+  l.decoder = decoder_.limits();
+  l.reassembly = reassembler_.limits();
+  l.max_message_size = max_message_size_;
+  l.compression = compression_;
+  return l;
 }
 
 Status MessageReader::fail(Status s, uint64_t at) noexcept {
@@ -25,16 +39,16 @@ Status MessageReader::finish_message(FrameType type, uint16_t flags, std::span<c
   out.type = type;
   out.flags = flags;
   if (flags & kFlagCompressed) {
-    if (!limits_.compression || context_ == nullptr) return Status::kUnsupportedCompression;
+    if (!compression_ || context_ == nullptr) return Status::kUnsupportedCompression;
     DecompressLimits dl;
-    dl.max_output = limits_.max_message_size;
+    dl.max_output = max_message_size_;
     dl.require_content_size = true;  // §6.2: the receiver sizes its output from the header
     Status s = context_->decompressor.decompress(body, dl, context_->scratch);
     if (!ok(s)) return s;
     out.body = context_->scratch;
     return Status::kOk;
   }
-  if (body.size() > limits_.max_message_size) return Status::kMessageTooLarge;
+  if (body.size() > max_message_size_) return Status::kMessageTooLarge;
   out.body = body;
   return Status::kOk;
 }

@@ -67,7 +67,9 @@ class MessageReader {
   uint64_t next_deadline_ms() const noexcept { return reassembler_.next_deadline_ms(); }
 
   void set_limits(const ReaderLimits& limits) noexcept;
-  const ReaderLimits& limits() const noexcept { return limits_; }
+  // The limits in force (a copy: each part is kept only once, by the part that checks it).
+  ReaderLimits limits() const noexcept;
+  size_t max_message_size() const noexcept { return max_message_size_; }
   Status error() const noexcept { return error_; }
   uint64_t error_offset() const noexcept { return error_offset_; }
   uint64_t stream_offset() const noexcept { return decoder_.stream_offset(); }
@@ -78,7 +80,10 @@ class MessageReader {
   Status fail(Status s, uint64_t at) noexcept;
   Status finish_message(FrameType type, uint16_t flags, std::span<const uint8_t> body, InboundMessage& out) noexcept;
 
-  ReaderLimits limits_;
+  // Per connection: the decoder and the reassembler keep their own limits; only
+  // these two are the reader's.
+  size_t max_message_size_;
+  bool compression_;
   CodecContext* context_;
   FrameDecoder decoder_;
   Reassembler reassembler_;

@@ -145,7 +145,7 @@ void Session::on_closed() noexcept { state_ = State::kClosed; }
 
 template <class M>
 bool Session::parse(const codec::InboundMessage& m, M& out) noexcept {
-  const Status s = codec::parse_message(m.type, m.body, reader_.limits().max_message_size, out);
+  const Status s = codec::parse_message(m.type, m.body, reader_.max_message_size(), out);
   if (codec::ok(s)) return true;
   fail(s, cat(codec::describe(s), ": ", codec::to_string(m.type)));
   return false;
@@ -425,7 +425,7 @@ Status Session::on_pong(const codec::InboundMessage& m) noexcept {
 Status Session::on_peer_error(const codec::InboundMessage& m) noexcept {
   // §9.2: the client is closing; an Error is never answered with an Error.
   v1::Error error;
-  const Status s = codec::parse_message(m.type, m.body, reader_.limits().max_message_size, error);
+  const Status s = codec::parse_message(m.type, m.body, reader_.max_message_size(), error);
   if (codec::ok(s)) {
     fatal_ = peer_code(error.code());
     close_reason_ = clean_text(cat("client error ", std::to_string(error.code()), ": ") + error.text(), kMaxErrorText);
