@@ -252,7 +252,8 @@ int run_ping(ConnectFlags& cf, int count, int interval_ms) {
     } else if (e != nullptr) {
       std::fprintf(stderr, "herald: %s: %s (%d): %s\n", std::string(herald::to_string(st)).c_str(),
                    std::string(e->name).c_str(), e->code, std::string(e->text).c_str());
-      if (st == herald::ConnectionState::kFailed) {
+      // A connection check does not retry: the first failure is the answer.
+      if (st == herald::ConnectionState::kFailed || st == herald::ConnectionState::kReconnecting) {
         failed.finish(exit_code_for(e->code));
         connected.finish(exit_code_for(e->code));
       }
