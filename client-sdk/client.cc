@@ -1,6 +1,8 @@
 // herald::Client: the libevent transport under a ClientSession. Owns sockets, TLS, timers,
 // reconnect scheduling, the command queue from app threads and the position store; holds
-// no protocol logic (that is client_session.cc).
+// no protocol logic (that is client_session.cc). Plain TCP uses one event and a small
+// output buffer per connection (no bufferevent: per-connection memory is the product);
+// TLS uses libevent's OpenSSL bufferevent.
 #include "herald/client.h"
 
 #include <arpa/inet.h>
@@ -77,6 +79,14 @@ int64_t unix_ms() noexcept {
 codec::CodecContext* thread_codec_context() {
   thread_local codec::CodecContext ctx;
   return &ctx;
+}
+
+// Plain TCP reads land here (per thread, shared by its connections), then go straight
+// into the session.
+constexpr size_t kReadBuffer = 64 * 1024;
+uint8_t* thread_read_buffer() {
+  thread_local std::unique_ptr<uint8_t[]> buf(new uint8_t[kReadBuffer]);
+  return buf.get();
 }
 
 void enable_libevent_threads() {
@@ -360,18 +370,94 @@ struct Client::Impl final : client::ClientSessionHost {
       if (bev != nullptr) bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
       tls_handshaking = true;
     } else {
-      bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+      // Plain TCP: the fd stays ours, one persistent read event.
+      io = event_new(base, fd, EV_READ | EV_PERSIST, &Impl::on_io_cb, this);
+      if (io == nullptr || event_add(io, nullptr) != 0) {
+        connection_failed(Status::kConnectFailed, "event_new failed");
+        return;
+      }
+      session_start();
+      return;
     }
     if (bev == nullptr) {
       ::close(fd);
       fd = -1;
-      connection_failed(Status::kConnectFailed, "bufferevent_socket_new failed");
+      connection_failed(Status::kConnectFailed, "bufferevent_openssl_socket_new failed");
       return;
     }
     fd = -1;  // owned by the bufferevent now
     bufferevent_setcb(bev, &Impl::on_read_cb, &Impl::on_write_cb, &Impl::on_event_cb, this);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    if (!opt.tls) session_start();
+  }
+
+  // ---- plain TCP I/O ------------------------------------------------------------------------
+
+  static void on_io_cb(evutil_socket_t, short what, void* arg) { static_cast<Impl*>(arg)->tcp_io(what); }
+
+  void tcp_io(short what) {
+    if ((what & EV_WRITE) != 0) {
+      if (!flush_output()) return;
+      if (closing) {
+        if (out.empty()) finish_close();
+        return;
+      }
+    }
+    if ((what & EV_READ) == 0 || closing) return;
+    uint8_t* buf = thread_read_buffer();
+    const uint64_t now = now_ms();
+    const int64_t unix_now = unix_ms();
+    Status s = Status::kOk;
+    // A few reads per wakeup, so one busy connection cannot starve the others on the loop.
+    for (int i = 0; i < 4 && codec::ok(s) && !closing; ++i) {
+      const ssize_t n = ::recv(fd, buf, kReadBuffer, 0);
+      if (n > 0) {
+        s = session.on_bytes({buf, static_cast<size_t>(n)}, now, unix_now);
+        if (static_cast<size_t>(n) < kReadBuffer) break;
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+      const int err = n < 0 ? errno : 0;
+      const Status eof = session.on_eof();
+      if (!codec::ok(session.fatal())) {
+        finish_close();
+      } else if (!codec::ok(eof)) {
+        lost(eof, "server closed the connection inside a frame");
+      } else if (err != 0) {
+        lost(Status::kConnectionLost, std::string("connection error: ") + std::strerror(err));
+      } else {
+        lost(Status::kConnectionLost, "server closed the connection");
+      }
+      return;
+    }
+    after_session_call(s);
+  }
+
+  // Writes what the session queued. False if the connection failed (and was torn down).
+  bool flush_output() {
+    size_t off = 0;
+    while (off < out.size()) {
+      const ssize_t n = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      lost(Status::kConnectionLost, std::string("write failed: ") + std::strerror(errno));
+      return false;
+    }
+    out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(off));
+    if (out.empty() && out.capacity() > 4096) out.shrink_to_fit();  // idle connections stay small
+    // Ask for EV_WRITE only while something waits.
+    const bool want_write = !out.empty();
+    if (want_write != write_armed) {
+      event_del(io);
+      event_assign(io, base, fd, static_cast<short>(EV_READ | EV_PERSIST | (want_write ? EV_WRITE : 0)), &Impl::on_io_cb,
+                   this);
+      event_add(io, nullptr);
+      write_armed = want_write;
+    }
+    return true;
   }
 
   void session_start() {
@@ -456,6 +542,8 @@ struct Client::Impl final : client::ClientSessionHost {
 
   // After every call into the session: act on a fatal status, re-arm the timer.
   void after_session_call(Status s) {
+    // Cork: everything one callback produced goes out in one write.
+    if (io != nullptr && !out.empty() && !flush_output()) return;
     if (!codec::ok(s) || session.state() == client::ClientSession::State::kClosing) {
       begin_close();
       return;
@@ -465,14 +553,22 @@ struct Client::Impl final : client::ClientSessionHost {
   }
 
   void begin_close() {
-    if (closing || bev == nullptr) {
-      if (bev == nullptr) teardown(session.fatal(), session.fatal_text());
+    if (closing || (bev == nullptr && io == nullptr)) {
+      if (bev == nullptr && io == nullptr) teardown(session.fatal(), session.fatal_text());
       return;
     }
     closing = true;
-    bufferevent_disable(bev, EV_READ);
     // §9.2: flush our last frame, at most 1 s.
     close_deadline = now_ms() + 1000;
+    if (io != nullptr) {
+      if (out.empty()) {
+        finish_close();
+      } else {
+        arm_timer();  // the write event finishes the close
+      }
+      return;
+    }
+    bufferevent_disable(bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
       finish_close();
     } else {
@@ -495,6 +591,13 @@ struct Client::Impl final : client::ClientSessionHost {
       event_free(connecting);
       connecting = nullptr;
     }
+    if (io != nullptr) {
+      event_free(io);  // safe inside its own callback: libevent no longer touches it after
+      io = nullptr;
+    }
+    out.clear();
+    out.shrink_to_fit();
+    write_armed = false;
     if (fd >= 0) {
       ::close(fd);
       fd = -1;
@@ -583,7 +686,7 @@ struct Client::Impl final : client::ClientSessionHost {
       connect_now();
       return;
     }
-    if (bev != nullptr && !closing && !tls_handshaking) {
+    if ((bev != nullptr || io != nullptr) && !closing && !tls_handshaking) {
       after_session_call(session.on_timer(now, unix_ms()));
       return;
     }
@@ -611,7 +714,11 @@ struct Client::Impl final : client::ClientSessionHost {
   // ---- ClientSessionHost ----------------------------------------------------------------
 
   void write(std::span<const uint8_t> bytes) noexcept override {
-    if (bev != nullptr) bufferevent_write(bev, bytes.data(), bytes.size());
+    if (bev != nullptr) {
+      bufferevent_write(bev, bytes.data(), bytes.size());
+    } else if (io != nullptr) {
+      out.insert(out.end(), bytes.begin(), bytes.end());
+    }
   }
 
   std::string token() noexcept override {
@@ -746,7 +853,9 @@ struct Client::Impl final : client::ClientSessionHost {
   event* timer = nullptr;
   event* wake = nullptr;
   event* connecting = nullptr;
-  bufferevent* bev = nullptr;
+  bufferevent* bev = nullptr;           // TLS
+  event* io = nullptr;                  // plain TCP: read (and, while output waits, write)
+  std::vector<uint8_t> out;             // plain TCP: bytes the socket did not take yet
   int fd = -1;
   std::string connect_host;
   std::string last_error_text;
@@ -768,6 +877,7 @@ struct Client::Impl final : client::ClientSessionHost {
   bool closing = false;
   bool stopping = false;
   bool tls_handshaking = false;
+  bool write_armed = false;
 };
 
 // ---- Client ------------------------------------------------------------------------------

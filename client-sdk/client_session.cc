@@ -27,6 +27,18 @@ bool valid_channel(std::string_view c) noexcept {
   return true;
 }
 
+// Per thread, shared by every session the thread drives: a parsed Publication (its
+// strings keep their capacity) and the serialization buffer. Nothing of either outlives
+// the session call that fills it.
+v1::Publication& thread_publication() {
+  thread_local v1::Publication p;
+  return p;
+}
+std::vector<uint8_t>& thread_scratch() {
+  thread_local std::vector<uint8_t> v;
+  return v;
+}
+
 uint64_t add_sat(uint64_t a, uint64_t b) noexcept { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 // A server-sent code as a Status. §9.2: an unknown code (0 and 1 included) is a fatal,
@@ -41,14 +53,20 @@ Status peer_code(uint32_t code, Status fallback) noexcept {
 ClientSession::ClientSession(SessionOptions options, ClientSessionHost* host, codec::CodecContext* ctx) noexcept
     : options_(std::move(options)), host_(host), ctx_(ctx) {
   if (ctx_ == nullptr) options_.compression = false;
-  hello_.add_versions(codec::kVersion1);
-  if (options_.compression) hello_.add_compression(v1::COMPRESSION_ZSTD);
-  hello_.set_max_frame_size(options_.max_frame_size);
-  hello_.set_max_message_size(options_.max_message_size);
-  hello_.set_heartbeat_ms(options_.heartbeat_ms);
-  hello_.set_checksum(options_.checksum);
-  hello_.set_client_name(options_.client_name);
-  hello_.set_device_id(options_.device_id);
+}
+
+v1::Hello ClientSession::make_hello() const {
+  v1::Hello h;
+  h.add_versions(codec::kVersion1);
+  if (options_.compression) h.add_compression(v1::COMPRESSION_ZSTD);
+  h.set_max_frame_size(options_.max_frame_size);
+  h.set_max_message_size(options_.max_message_size);
+  h.set_heartbeat_ms(options_.heartbeat_ms);
+  h.set_checksum(options_.checksum);
+  h.set_client_name(options_.client_name);
+  h.set_device_id(options_.device_id);
+  h.set_resume_session_id(session_id_);
+  return h;
 }
 
 // ---- connection lifecycle ----------------------------------------------------------------
@@ -73,8 +91,7 @@ void ClientSession::connection_opened(uint64_t now_ms) noexcept {
     s.acked = 0;
     s.gap_since_ms = UINT64_MAX;
   }
-  hello_.set_resume_session_id(session_id_);
-  send(hello_, FrameType::kHello);
+  send(make_hello(), FrameType::kHello);
 }
 
 bool ClientSession::valid_channel_name(std::string_view channel) noexcept { return valid_channel(channel); }
@@ -231,7 +248,7 @@ Status ClientSession::handle(const codec::InboundMessage& m, uint64_t now_ms, in
 Status ClientSession::on_welcome(const codec::InboundMessage& m, uint64_t now_ms) noexcept {
   v1::Welcome w;
   if (!parse(m, w)) return fatal_;
-  const Status s = codec::accept_welcome(hello_, w, params_);
+  const Status s = codec::accept_welcome(make_hello(), w, params_);
   if (!codec::ok(s)) return fail(s, "Welcome does not answer our Hello", true);
   reader_.set_limits(params_.reader_limits());
   session_id_ = w.session_id();
@@ -329,8 +346,9 @@ Status ClientSession::on_unsubscribe_ok(const codec::InboundMessage& m) noexcept
 }
 
 Status ClientSession::on_publication(const codec::InboundMessage& m, uint64_t now_ms) noexcept {
-  if (!parse(m, publication_)) return fatal_;
-  const v1::Publication& p = publication_;
+  v1::Publication& publication = thread_publication();
+  if (!parse(m, publication)) return fatal_;
+  const v1::Publication& p = publication;
   Sub* s = find(p.channel());
   // §10.5: publications of channels not (yet) subscribed are ignored.
   if (s == nullptr || (s->phase != Sub::Phase::kActive && s->phase != Sub::Phase::kRefilling)) return fatal_;
@@ -382,7 +400,7 @@ Status ClientSession::on_publication(const codec::InboundMessage& m, uint64_t no
   host_->on_publication(v);
   if (!options_.manual_ack) {
     // Looked up again: the handler may not change the table, but a host could.
-    if (Sub* again = find(publication_.channel()); again != nullptr) processed(*again, offset);
+    if (Sub* again = find(publication.channel()); again != nullptr) processed(*again, offset);
   }
   return fatal_;
 }
@@ -604,7 +622,8 @@ void ClientSession::flush_acks() noexcept {
 }
 
 bool ClientSession::send(const google::protobuf::Message& message, FrameType type) noexcept {
-  if (!codec::ok(codec::serialize_message(message, SIZE_MAX, scratch_))) return false;
+  std::vector<uint8_t>& scratch = thread_scratch();
+  if (!codec::ok(codec::serialize_message(message, SIZE_MAX, scratch))) return false;
   codec::EncodeOptions o;
   if (state_ == State::kAwaitWelcome || type == FrameType::kHello) {
     // §10.1: before Welcome, version 1, no compression, 16 KiB frames.
@@ -617,7 +636,7 @@ bool ClientSession::send(const google::protobuf::Message& message, FrameType typ
     o.compress = false;  // client frames are small; the server may still compress towards us
   }
   codec::EncodedMessage frame;
-  if (!codec::ok(codec::encode_message(type, scratch_, o, nullptr, frame))) return false;
+  if (!codec::ok(codec::encode_message(type, scratch, o, nullptr, frame))) return false;
   // Header and body straight into the transport: no per-frame buffer kept.
   for (size_t i = 0; i < frame.frame_count(); ++i) {
     uint8_t header[codec::kHeaderSize];

@@ -205,6 +205,8 @@ class ClientSession {
   void processed(Sub& s, uint64_t offset) noexcept;
   void flush_acks() noexcept;
   bool send(const google::protobuf::Message& message, codec::FrameType type) noexcept;
+  // The Hello of this client (built when needed: per-connection memory is the product).
+  v1::Hello make_hello() const;
   codec::Status fail(codec::Status code, std::string_view text, bool tell_server) noexcept;
   void start_heartbeat(uint64_t now_ms) noexcept;
 
@@ -213,10 +215,7 @@ class ClientSession {
   codec::CodecContext* ctx_;
   codec::MessageReader reader_;
   codec::ConnectionParams params_;
-  v1::Hello hello_;
-  v1::Publication publication_;  // reused: parsing into it keeps string capacity
   std::vector<Sub> subs_;
-  std::vector<uint8_t> scratch_;
   std::string session_id_, user_id_, fatal_text_, reconnect_to_;
 
   State state_ = State::kDisconnected;
