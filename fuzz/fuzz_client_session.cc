@@ -113,7 +113,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.gap_timeout_ms = 1000;
   o.handshake_timeout_ms = 5000;
   Host host;
-  codec::CodecContext ctx;
+  static codec::CodecContext ctx;  // per thread in the SDK too, shared by its sessions
   client::ClientSession s(o, &host, &ctx);
   check(s.subscribe("news"));
   check(s.subscribe("user:alice"));
