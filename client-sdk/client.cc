@@ -114,6 +114,14 @@ bool is_ip_literal(const std::string& host) {
 }  // namespace
 
 struct Client::Impl final : client::ClientSessionHost {
+  // Marks "inside one of this client's libevent callbacks" (and so maybe inside an app
+  // handler): stop() must not tear the transport down under the running callback.
+  struct Dispatch {
+    explicit Dispatch(Impl* i) : impl(i) { ++impl->dispatching; }
+    ~Dispatch() { --impl->dispatching; }
+    Impl* impl;
+  };
+
   struct Command {
     enum class Kind : uint8_t { kStart, kStop, kSubscribe, kUnsubscribe, kAck, kPing } kind;
     std::string channel, epoch;
@@ -207,7 +215,11 @@ struct Client::Impl final : client::ClientSessionHost {
     event_active(wake, EV_READ, 0);
   }
 
-  static void on_wake_cb(evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->run_commands(); }
+  static void on_wake_cb(evutil_socket_t, short, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    self->run_commands();
+  }
 
   void run_commands() {
     std::vector<Command> batch;
@@ -343,7 +355,11 @@ struct Client::Impl final : client::ClientSessionHost {
     arm_timer();
   }
 
-  static void on_connect_cb(evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->tcp_connected(); }
+  static void on_connect_cb(evutil_socket_t, short, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    self->tcp_connected();
+  }
 
   void tcp_connected() {
     event_free(connecting);
@@ -392,7 +408,11 @@ struct Client::Impl final : client::ClientSessionHost {
 
   // ---- plain TCP I/O ------------------------------------------------------------------------
 
-  static void on_io_cb(evutil_socket_t, short what, void* arg) { static_cast<Impl*>(arg)->tcp_io(what); }
+  static void on_io_cb(evutil_socket_t, short what, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    self->tcp_io(what);
+  }
 
   void tcp_io(short what) {
     if ((what & EV_WRITE) != 0) {
@@ -466,7 +486,11 @@ struct Client::Impl final : client::ClientSessionHost {
     after_session_call(Status::kOk);
   }
 
-  static void on_read_cb(bufferevent*, void* arg) { static_cast<Impl*>(arg)->read_input(); }
+  static void on_read_cb(bufferevent*, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    self->read_input();
+  }
 
   void read_input() {
     evbuffer* in = bufferevent_get_input(bev);
@@ -489,11 +513,16 @@ struct Client::Impl final : client::ClientSessionHost {
 
   static void on_write_cb(bufferevent*, void* arg) {
     Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
     // CLOSING: the last frame (our Error) is written; now close.
     if (self->closing && evbuffer_get_length(bufferevent_get_output(self->bev)) == 0) self->finish_close();
   }
 
-  static void on_event_cb(bufferevent*, short what, void* arg) { static_cast<Impl*>(arg)->transport_event(what); }
+  static void on_event_cb(bufferevent*, short what, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    self->transport_event(what);
+  }
 
   void transport_event(short what) {
     if ((what & BEV_EVENT_CONNECTED) != 0) {
@@ -665,7 +694,11 @@ struct Client::Impl final : client::ClientSessionHost {
     armed_at = d;
   }
 
-  static void on_timer_cb(evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->timer_fired(); }
+  static void on_timer_cb(evutil_socket_t, short, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    self->timer_fired();
+  }
 
   void timer_fired() {
     armed_at = UINT64_MAX;
@@ -878,6 +911,7 @@ struct Client::Impl final : client::ClientSessionHost {
   bool stopping = false;
   bool tls_handshaking = false;
   bool write_armed = false;
+  int dispatching = 0;  // depth of this client's callbacks on the stack (loop thread)
 };
 
 // ---- Client ------------------------------------------------------------------------------
@@ -931,7 +965,10 @@ int Client::stop() {
     i.commands.clear();
     return 0;
   }
-  i.run_commands();  // apply what was queued, then stop now (we are on the loop thread)
+  // Attach mode runs on the loop thread. From inside one of this client's callbacks the
+  // transport is in use: refuse rather than free it under the caller.
+  if (i.dispatching > 0) return static_cast<int>(Status::kInvalidField);
+  i.run_commands();  // apply what was queued, then stop now
   i.stop_in_loop();
   return 0;
 }

@@ -399,6 +399,45 @@ TEST(ClientIntegration, AttachesToTheApplicationsEventBase) {
   event_base_free(base);
 }
 
+TEST(ClientIntegration, StopFromACallbackIsRefusedInBothModes) {
+  HeralddProcess server;
+  ASSERT_TRUE(server.start());
+  for (const bool attached : {false, true}) {
+    event_base* base = attached ? event_base_new() : nullptr;
+    Recorder rec;
+    herald::Handlers h = rec.handlers();
+    herald::Client* self = nullptr;
+    std::atomic<int> stop_result{-1};
+    auto record = h.on_subscribed;
+    h.on_subscribed = [&](const Subscribed& s) {
+      stop_result = self->stop();  // from inside the client's own callback
+      record(s);
+    };
+    const Options o = client_options(server.port("tcp"), "alice", {"news"});
+    auto client = attached ? herald::Client::attach(base, o, h) : herald::Client::create(o, h);
+    ASSERT_TRUE(client);
+    self = client.get();
+    client->subscribe("news");
+    client->start();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (rec.snapshot(rec.subscribed).empty() && std::chrono::steady_clock::now() < deadline) {
+      if (attached) {
+        timeval tv{0, 20000};
+        event_base_loopexit(base, &tv);
+        event_base_loop(base, 0);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+    ASSERT_EQ(rec.snapshot(rec.subscribed).size(), 1u);
+    EXPECT_EQ(stop_result.load(), 403) << (attached ? "attached" : "own thread");  // kInvalidField
+    EXPECT_EQ(client->state(), ConnectionState::kConnected);  // nothing was torn down
+    EXPECT_EQ(client->stop(), 0);
+    client.reset();
+    if (base != nullptr) event_base_free(base);
+  }
+}
+
 TEST(ClientIntegration, ConnectFailureIsRetriedWithBackoff) {
   const uint16_t port = free_port();  // nobody listens
   Recorder rec;

@@ -109,7 +109,8 @@ struct Options {
 };
 
 // Callbacks run on the loop thread, one at a time. Each may call any Client method
-// except stop() and the destructor (their effect is queued and applied after return).
+// except stop() and the destructor; subscribe/unsubscribe/ack/ping are queued and applied
+// after the callback returns.
 struct Handlers {
   std::function<void(const Message&)> on_message;
   std::function<void(const Subscribed&)> on_subscribed;
@@ -134,7 +135,8 @@ class HERALD_CLIENT_API Client {
   static std::unique_ptr<Client> attach(event_base* base, Options options, Handlers handlers,
                                         std::string* error = nullptr);
 
-  // Stops (like stop()) and frees. Never call it from a callback of this client.
+  // Stops (like stop()) and frees. Never call it from a callback of this client (that is
+  // undefined behaviour: the callback's own client would be freed under it).
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -143,8 +145,8 @@ class HERALD_CLIENT_API Client {
   // kInternal (700s never: connect errors arrive through on_state). Idempotent.
   int start();
   // Closes the connection and stops reconnecting; positions are stored. Own-thread mode:
-  // joins the loop thread, so never call it from a callback (returns kInvalidField then).
-  // Returns 0.
+  // joins the loop thread. Never call it from a callback of this client: it returns
+  // kInvalidField there (both modes) and does nothing. Otherwise returns 0.
   int stop();
 
   // Adds a channel (resumed from the position store if it knows one). Returns 0 or
