@@ -287,6 +287,29 @@ TEST(ClientIntegration, TokenProviderIsAskedAgainAfterAnAuthFailure) {
   EXPECT_GE(calls.load(), 2);
 }
 
+TEST(ClientIntegration, TokenIsRefreshedBeforeExpiryOnALiveConnection) {
+  HeralddProcess server;
+  ASSERT_TRUE(server.start());
+  Recorder rec;
+  Options o = client_options(server.port("tcp"), "alice", {"news"});
+  o.token.clear();
+  std::atomic<int> calls{0};
+  // Tokens live 3 s: the client refreshes at 80 % (2.4 s), on the same connection.
+  o.token_provider = [&calls] {
+    ++calls;
+    return make_token("alice", {{"channels", {"news"}}}, 3);
+  };
+  auto client = herald::Client::create(o, rec.handlers());
+  client->subscribe("news");
+  client->start();
+  ASSERT_TRUE(rec.wait_subscribed(1));
+  ASSERT_TRUE(rec.wait([&] { return calls.load() >= 3; }, 10000));  // connect + two refreshes
+  ASSERT_NE(publish(server, "news", "still here"), 0u);
+  ASSERT_TRUE(rec.wait_messages(1));
+  for (const auto& s : rec.snapshot(rec.states)) EXPECT_NE(s.state, ConnectionState::kReconnecting) << s.text;
+  EXPECT_EQ(rec.snapshot(rec.subscribed).size(), 1u);  // never resubscribed: one connection
+}
+
 TEST(ClientIntegration, RefusedSubscriptionArrivesAsAnError) {
   HeralddProcess server;
   ASSERT_TRUE(server.start());
