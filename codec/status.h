@@ -65,7 +65,12 @@ namespace herald::codec {
   X(kRateLimited, 602, true, "too many requests, slow down")                                   \
   X(kGoingAway, 603, true, "server is shutting down or moving the connection")                 \
   X(kInternal, 604, true, "internal server error")                                             \
-  X(kStorageUnavailable, 605, true, "storage is unavailable; nothing was stored")
+  X(kStorageUnavailable, 605, true, "storage is unavailable; nothing was stored")                \
+  /* 700: client transport (local, never sent) */                                             \
+  X(kConnectFailed, 700, true, "could not connect to the server (resolve, refused, timeout)")   \
+  X(kTlsHandshakeFailed, 701, true, "TLS handshake with the server failed")                    \
+  X(kCertificateVerifyFailed, 702, false, "server certificate not trusted (CA, host name, dates)") \
+  X(kConnectionLost, 703, true, "connection closed or broke without a Herald error")
 
 enum class Status : uint16_t {
 #define HERALD_STATUS_ENUM(name, number, temporary, text) name = number,
