@@ -290,11 +290,17 @@ void WsConnection::flush() {
   }
   fill_from_lanes();
   if (phase_ != Phase::kOpen) return;
-  if (c_->closing_ && c_->lanes_.empty() && !transport_->close_queued()) {
+  if (!transport_->send()) {
+    fail_transport();
+    return;
+  }
+  // wslay sends control frames ahead of queued data messages, so the close is
+  // queued only once the last data message (e.g. the Error) was written.
+  if (c_->closing_ && c_->lanes_.empty() && !transport_->close_queued() && !transport_->want_write()) {
     const codec::Status fatal = c_->session_.fatal();
     transport_->queue_close(ws_close_code_for(fatal), codec::ok(fatal) ? "" : std::string(codec::to_string(fatal)));
+    if (!transport_->send()) fail_transport();
   }
-  if (!transport_->send()) fail_transport();
 }
 
 void WsConnection::close_with(uint16_t code, const char* reason) {
