@@ -61,8 +61,9 @@ function bytesToBase64(bytes) {
 }
 
 function event(type, detail) {
-  // CustomEvent exists in browsers and Node >= 19.
-  return new CustomEvent(type, { detail });
+  // CustomEvent exists in browsers and Node >= 19; Node 18 (Debian 12) has only Event.
+  if (typeof CustomEvent === 'function') return new CustomEvent(type, { detail });
+  return Object.assign(new Event(type), { detail });
 }
 
 // One logical connection to heraldd that survives reconnects.
