@@ -232,34 +232,33 @@ void WsConnection::write_http() {
   }
 }
 
-void WsConnection::fill_from_lanes() {
-  const size_t batch = c_->loop_->context().output_limits.batch_bytes;
+bool WsConnection::fill_from_lanes() {
+  // Takes one batch from the lanes into one binary message (or the JSON messages of
+  // its frames). Called only when wslay has nothing left to write, so apart from the
+  // message in flight every byte stays in the lanes: output limits, shedding and
+  // priorities are the lanes', exactly as on TCP.
   DeliveryLanes& lanes = c_->lanes_;
-  // Like TLS: at most about one batch sits in wslay's queue (or the TLS buffer)
-  // outside the lanes' accounting, so output limits and priorities stay the lanes'.
-  while (!lanes.empty() && !transport_->close_queued() && transport_->queued_bytes() < batch &&
-         (!c_->tls_ || evbuffer_get_length(bufferevent_get_output(c_->bev_)) < batch)) {
-    iovec iov[kMaxIov];
-    const size_t n = lanes.prepare(iov, kMaxIov);
-    if (n == 0) break;
-    std::vector<uint8_t>& buf = scratch();
-    buf.clear();
-    for (size_t i = 0; i < n; ++i) {
-      const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
-      buf.insert(buf.end(), p, p + iov[i].iov_len);
-    }
-    const size_t total = buf.size();
-    if (json_) {
-      translate_to_json(buf);
-    } else if (!transport_->queue(false, buf)) {
-      fail_transport();
-      return;
-    }
-    lanes.consumed(total, monotonic_ms());
+  iovec iov[kMaxIov];
+  const size_t n = lanes.prepare(iov, kMaxIov);
+  if (n == 0) return false;
+  std::vector<uint8_t>& buf = scratch();
+  buf.clear();
+  for (size_t i = 0; i < n; ++i) {
+    const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+    buf.insert(buf.end(), p, p + iov[i].iov_len);
   }
+  const size_t total = buf.size();
+  if (json_) {
+    if (!translate_to_json(buf)) return false;
+  } else if (!transport_->queue(false, buf)) {
+    fail_transport();
+    return false;
+  }
+  lanes.consumed(total, monotonic_ms());
+  return true;
 }
 
-void WsConnection::translate_to_json(std::span<const uint8_t> bytes) {
+bool WsConnection::translate_to_json(std::span<const uint8_t> bytes) {
   std::string text;
   while (!bytes.empty()) {
     codec::InboundMessage m;
@@ -269,9 +268,10 @@ void WsConnection::translate_to_json(std::span<const uint8_t> bytes) {
     if (r.status != codec::Status::kOk || !codec::ok(message_to_json(m.type, m.body, text)) ||
         !transport_->queue(true, {reinterpret_cast<const uint8_t*>(text.data()), text.size()})) {
       fail_transport();
-      return;
+      return false;
     }
   }
+  return true;
 }
 
 void WsConnection::flush() {
@@ -288,12 +288,17 @@ void WsConnection::flush() {
     write_http();
     if (http_out_off_ < http_out_.size()) return;
   }
-  fill_from_lanes();
-  if (phase_ != Phase::kOpen) return;
-  if (!transport_->send()) {
-    fail_transport();
-    return;
+  const size_t batch = c_->loop_->context().output_limits.batch_bytes;
+  for (;;) {
+    if (!transport_->send()) {
+      fail_transport();
+      return;
+    }
+    if (transport_->want_write() || c_->lanes_.empty() || transport_->close_queued()) break;
+    if (c_->tls_ && evbuffer_get_length(bufferevent_get_output(c_->bev_)) >= batch) break;
+    if (!fill_from_lanes() || phase_ != Phase::kOpen) break;
   }
+  if (phase_ != Phase::kOpen) return;
   // wslay sends control frames ahead of queued data messages, so the close is
   // queued only once the last data message (e.g. the Error) was written.
   if (c_->closing_ && c_->lanes_.empty() && !transport_->close_queued() && !transport_->want_write()) {

@@ -53,8 +53,8 @@ class WsConnection final : public WsTransportHost {
 
   void on_request();
   void write_http();
-  void fill_from_lanes();
-  void translate_to_json(std::span<const uint8_t> bytes);
+  bool fill_from_lanes();
+  bool translate_to_json(std::span<const uint8_t> bytes);
   void fail_transport();
   void close_with(uint16_t code, const char* reason);
 

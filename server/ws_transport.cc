@@ -106,6 +106,7 @@ void WsTransport::msg_cb(wslay_event_context*, const wslay_event_on_msg_recv_arg
   } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
     t->peer_close_code_ = arg->status_code;
     t->peer_closed_ = true;
+    t->bad_close_ = arg->msg_length == 1;  // a status code is 2 bytes (RFC 6455 §5.5.1)
   }
 }
 
@@ -119,6 +120,18 @@ bool WsTransport::feed(std::span<const uint8_t> bytes) noexcept {
   input_ = bytes;
   const int r = wslay_event_recv(ctx_);
   input_ = {};
+  if ((r == WSLAY_ERR_CALLBACK_FAILURE && !peer_closed_) || bad_close_) {
+    // wslay's frame layer found a malformed frame (fragmented or oversized control
+    // frame, ...) or the peer's close had a 1-byte payload, and wslay queued a close
+    // without a status code.
+    // RFC 6455 §7.4.1 has a code for that: send 1002 from a fresh context instead.
+    wslay_event_context_free(ctx_);
+    ctx_ = nullptr;
+    read_closed_ = true;
+    close_queued_ = true;
+    if (ensure_context()) wslay_event_queue_close(ctx_, WSLAY_CODE_PROTOCOL_ERROR, nullptr, 0);
+    return false;
+  }
   if (r != 0 || !wslay_event_get_read_enabled(ctx_)) {
     // wslay queued a close (its own protocol error code, or the echo of the peer's).
     read_closed_ = true;

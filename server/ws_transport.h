@@ -102,6 +102,7 @@ class WsTransport {
   uint64_t current_frame_ = 0; // header + payload size of the frame being read
   uint16_t peer_close_code_ = 0;
   bool peer_closed_ = false;
+  bool bad_close_ = false;
   bool in_fragmented_ = false; // a fragmented data message is incomplete
   bool read_closed_ = false;
   bool close_queued_ = false;
