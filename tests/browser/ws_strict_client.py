@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Checks heraldd's WebSocket output with a strict client (python3-websockets, which
 fails on masked server frames, invalid UTF-8 in text and illegal close codes), in both
-subprotocols, against the real heraldd. Usage: ws_strict_client.py HERALDD"""
-import asyncio, base64, hashlib, hmac, json, os, struct, subprocess, sys, tempfile, time, urllib.request
+subprotocols, against the real heraldd; then the same over wss:// (ws.tls with a
+development certificate). Usage: ws_strict_client.py HERALDD"""
+import asyncio, base64, hashlib, hmac, json, os, ssl, struct, subprocess, sys, tempfile, time, urllib.request
 
 import websockets
 
@@ -64,9 +65,9 @@ def publish(api, channel, payload):
         return json.load(r)
 
 
-async def binary_mode(ws_addr, api):
+async def binary_mode(ws_addr, api, scheme="ws", tls=None):
     f = Frames()
-    async with websockets.connect(f"ws://{ws_addr}/ws", subprotocols=["herald.v1"]) as ws:
+    async with websockets.connect(f"{scheme}://{ws_addr}/ws", subprotocols=["herald.v1"], ssl=tls) as ws:
         assert ws.subprotocol == "herald.v1"
         await ws.send(f.frame(0x001, b"\x08\x01"))                    # Hello{versions:[1]}
         welcome = split_frames(await ws.recv())
@@ -85,8 +86,8 @@ async def binary_mode(ws_addr, api):
         assert ws.close_code == 1000, ws.close_code
 
 
-async def json_mode(ws_addr, api):
-    async with websockets.connect(f"ws://{ws_addr}/ws", subprotocols=["herald.v1.json"]) as ws:
+async def json_mode(ws_addr, api, scheme="ws", tls=None):
+    async with websockets.connect(f"{scheme}://{ws_addr}/ws", subprotocols=["herald.v1.json"], ssl=tls) as ws:
         await ws.send(json.dumps({"Hello": {"versions": [1]}}))
         welcome = json.loads(await ws.recv())
         assert welcome["Welcome"]["compression"] == "COMPRESSION_NONE", welcome  # browsers: never zstd
@@ -109,26 +110,54 @@ async def json_mode(ws_addr, api):
             assert e.rcvd is not None and e.rcvd.code == 1008, e
 
 
+def start(d, extra):
+    ready = os.path.join(d, "ready.json")
+    if os.path.exists(ready):
+        os.remove(ready)
+    proc = subprocess.Popen([HERALDD, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0", "--listen.api",
+                             "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--server.loops", "1"] + extra,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(1500):
+        if os.path.exists(ready):
+            return proc, json.load(open(ready))
+        time.sleep(0.01)
+    raise AssertionError("heraldd did not start: " + proc.communicate(timeout=5)[0].decode(errors="replace"))
+
+
 async def main():
     d = tempfile.mkdtemp()
-    ready = os.path.join(d, "ready.json")
-    proc = subprocess.Popen([HERALDD, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0", "--listen.api",
-                             "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--server.loops", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    procs = []
+    ok = False
     try:
-        for _ in range(1500):
-            if os.path.exists(ready):
-                break
-            time.sleep(0.01)
-        addr = json.load(open(ready))
+        proc, addr = start(d, [])
+        procs.append(proc)
         await binary_mode(addr["ws"], addr["api"])
         await json_mode(addr["ws"], addr["api"])
         print("ok: binary and JSON subprotocols pass the strict client")
+        # wss:// with the development certificate of ./dev cert.
+        subprocess.run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
+                       "-keyout key.pem -out cert.pem -subj /CN=localhost "
+                       "-addext subjectAltName=DNS:localhost,IP:127.0.0.1", shell=True, cwd=d, check=True,
+                       capture_output=True)
+        proc, addr = start(d, ["--ws.tls", "true", "--tls.cert_file", os.path.join(d, "cert.pem"),
+                               "--tls.key_file", os.path.join(d, "key.pem")])
+        procs.append(proc)
+        tls = ssl.create_default_context(cafile=os.path.join(d, "cert.pem"))
+        await binary_mode(addr["ws"], addr["api"], "wss", tls)
+        await json_mode(addr["ws"], addr["api"], "wss", tls)
+        try:
+            async with websockets.connect(f"ws://{addr['ws']}/ws", open_timeout=3):
+                raise AssertionError("plain ws:// must fail on a wss listener")
+        except (websockets.InvalidMessage, websockets.InvalidHandshake, OSError, asyncio.TimeoutError, EOFError):
+            pass
+        print("ok: wss:// passes the strict client")
+        ok = True
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-        if sys.exc_info()[0] is not None:
-            print(out.decode(errors="replace"))
+        for p in procs:
+            p.terminate()
+            out, _ = p.communicate(timeout=10)
+            if not ok:
+                print(out.decode(errors="replace"))
 
 
 asyncio.run(main())
