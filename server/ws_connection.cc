@@ -193,7 +193,18 @@ ssize_t WsConnection::ws_write(const uint8_t* data, size_t n, bool more) noexcep
     return static_cast<ssize_t>(n);
   }
   if (c_->write_blocked_) return kWsWouldBlock;
-  const ssize_t w = ::send(c_->fd_, data, n, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+  if (more && pending_header_len_ == 0 && n <= sizeof pending_header_) {
+    // wslay writes a frame header, then its payload: keep the header and write both
+    // with one writev (one syscall and one TCP segment per message, like TCP's writev).
+    std::memcpy(pending_header_, data, n);
+    pending_header_len_ = static_cast<uint8_t>(n);
+    return static_cast<ssize_t>(n);
+  }
+  iovec iov[2];
+  int count = 0;
+  if (pending_header_len_ > 0) iov[count++] = {pending_header_, pending_header_len_};
+  iov[count++] = {const_cast<uint8_t*>(data), n};
+  const ssize_t w = ::writev(c_->fd_, iov, count);
   if (w < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
       c_->write_blocked_ = true;
@@ -203,11 +214,19 @@ ssize_t WsConnection::ws_write(const uint8_t* data, size_t n, bool more) noexcep
     return kWsWriteError;
   }
   c_->loop_->context().metrics->bytes_out(static_cast<size_t>(w));
-  if (static_cast<size_t>(w) < n) {
+  size_t taken = static_cast<size_t>(w);
+  if (pending_header_len_ > 0) {
+    const size_t h = std::min<size_t>(taken, pending_header_len_);
+    std::memmove(pending_header_, pending_header_ + h, pending_header_len_ - h);
+    pending_header_len_ = static_cast<uint8_t>(pending_header_len_ - h);
+    taken -= h;
+  }
+  if (pending_header_len_ > 0 || taken < n) {
     c_->write_blocked_ = true;
     event_add(c_->write_ev_, nullptr);
+    if (taken == 0) return kWsWouldBlock;  // the rest of the header goes first next time
   }
-  return w;
+  return static_cast<ssize_t>(taken);
 }
 
 void WsConnection::write_http() {

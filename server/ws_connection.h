@@ -66,6 +66,8 @@ class WsConnection final : public WsTransportHost {
   std::string http_in_;
   std::string http_out_;
   size_t http_out_off_ = 0;
+  uint8_t pending_header_[14];      // a WebSocket frame header waiting for its payload
+  uint8_t pending_header_len_ = 0;
   uint32_t in_sequence_ = 0;  // herald.v1.json: sequence of frames built from text messages
   std::unique_ptr<WsTransport> transport_;
   std::unique_ptr<codec::MessageReader> json_out_;  // herald.v1.json: frames -> messages
