@@ -14,7 +14,7 @@ namespace {
 class WsShimTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(server_.start({"--listen.ws", "127.0.0.1:0", "--ws.max_message_bytes", "65536",
+    ASSERT_TRUE(server_.start({"--ws.max_message_bytes", "65536",
                                "--ws.handshake_timeout_ms", "1500", "--ws.origins", "https://app.example.com"}));
     port_ = server_.port("ws");
     ASSERT_NE(port_, 0);
@@ -322,7 +322,7 @@ TEST_F(WsShimTest, CommandBeforeAuthIsRejected) {
 
 TEST_F(WsShimTest, SlowConsumerOverWebSocketIsClosedLikeTcp) {
   HeralddProcess s;
-  ASSERT_TRUE(s.start({"--listen.ws", "127.0.0.1:0", "--delivery.hard_limit_bytes", "262144",
+  ASSERT_TRUE(s.start({"--delivery.hard_limit_bytes", "262144",
                        "--delivery.soft_limit_bytes", "65536", "--delivery.soft_limit_ms", "500",
                        "--limits.api_max_body_bytes", "4194304"}));
   WsClient ws(s.port("ws"));
