@@ -11,7 +11,7 @@ PACKAGES=(
   libsqlite3-dev nlohmann-json3-dev libcli11-dev libtoml11-dev libwslay-dev
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-crc32c openssl
-  chromium python3-websockets python3-autobahn slowhttptest
+  chromium python3-websockets slowhttptest
 )
 # Node and npm for the JS client's tests; a machine that already has them (e.g. from
 # NodeSource, whose nodejs bundles npm) keeps its own.

@@ -190,7 +190,6 @@ WsRequest parse_ws_request(std::string_view buf, const WsHandshakeOptions& o) no
       return true;
     };
     bool ok = true;
-    bool dummy = false;
     if (iequals(name, "host")) {
       ok = once(host, has_host);
     } else if (iequals(name, "upgrade")) {
@@ -213,7 +212,6 @@ WsRequest parse_ws_request(std::string_view buf, const WsHandshakeOptions& o) no
         v.remove_prefix(comma + 1);
       }
     }
-    (void)dummy;
     if (!ok) return reject(400, "duplicate " + std::string(name) + " header", head_bytes);
   }
   if (!has_host) return reject(400, "missing Host header", head_bytes);
