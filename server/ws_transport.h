@@ -1,7 +1,7 @@
 // RFC 6455 framing of one WebSocket connection through wslay's event API: bytes
 // in -> whole messages out, messages in -> bytes to the host's writer. Holds no
 // socket and no Herald protocol logic; the connection owns the I/O.
-// The wslay context (about 8 KiB) exists only while a frame is being read or
+// The wslay context (about 9 KiB) exists only while a frame is being read or
 // written: an idle connection holds none (docs/benchmarks.md, idle memory).
 #pragma once
 
