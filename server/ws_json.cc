@@ -1,9 +1,11 @@
 // JSON <-> protobuf for herald.v1.json (protobuf's JSON mapping does the fields).
 #include "server/ws_json.h"
 
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "codec/message.h"
 
@@ -65,6 +67,32 @@ bool depth_ok(std::string_view s) {
   return depth == 0;
 }
 
+// protobuf's parser, told to ignore unknown fields, also drops unknown enum names and
+// leaves the field at its default (for `priority` that is P0, the most urgent): a typo
+// must not raise a message's priority, so every enum value must be a known name or a number.
+bool enums_known(const google::protobuf::Descriptor* d, std::string_view inner) {
+  const nlohmann::json j = nlohmann::json::parse(inner, nullptr, false);
+  if (!j.is_object()) return false;
+  for (const auto& [key, value] : j.items()) {
+    const google::protobuf::FieldDescriptor* f = d->FindFieldByName(key);
+    for (int i = 0; f == nullptr && i < d->field_count(); ++i) {
+      if (d->field(i)->json_name() == key) f = d->field(i);  // lowerCamelCase spelling
+    }
+    if (f == nullptr || f->enum_type() == nullptr) continue;
+    const auto known = [&](const nlohmann::json& v) {
+      return !v.is_string() || f->enum_type()->FindValueByName(v.get<std::string>()) != nullptr;
+    };
+    if (value.is_array()) {
+      for (const auto& v : value) {
+        if (!known(v)) return false;
+      }
+    } else if (!known(value)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string_view json_message_name(codec::FrameType type) noexcept {
@@ -110,6 +138,7 @@ codec::Status json_to_message(std::string_view text, size_t max_body, codec::Fra
   }
   if (found == nullptr) return codec::Status::kUnknownFrameType;
   std::unique_ptr<google::protobuf::Message> m = codec::new_message(found->type);
+  if (!enums_known(m->GetDescriptor(), inner)) return codec::Status::kMalformedMessage;
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = true;
   if (!google::protobuf::util::JsonStringToMessage(std::string(inner), m.get(), opts).ok()) {

@@ -20,8 +20,8 @@ inline constexpr size_t kMaxJsonDepth = 16;
 
 // Parses one text message into the frame type it names and the protobuf body.
 // Errors (nothing is written to `body` then): kMalformedMessage (not one JSON
-// object with exactly one key, nesting deeper than kMaxJsonDepth, fields that do
-// not fit the message: wrong types, unknown enum names; unknown field names are
+// object with exactly one key, nesting deeper than kMaxJsonDepth, field values of
+// the wrong type, enum names the schema does not have; unknown field names are
 // ignored for forward compatibility), kUnknownFrameType (the key names no
 // herald.v1 message), kMessageTooLarge (the body would exceed max_body).
 codec::Status json_to_message(std::string_view text, size_t max_body, codec::FrameType& type,
