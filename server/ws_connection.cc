@@ -87,8 +87,13 @@ void WsConnection::on_bytes(std::span<const uint8_t> bytes) {
   }
   if (phase_ != Phase::kHttp) return;
   const size_t room = settings_->max_header_bytes + 1 - std::min(http_in_.size(), settings_->max_header_bytes + 1);
+  const size_t before = http_in_.size();
   http_in_.append(reinterpret_cast<const char*>(bytes.data()), std::min(bytes.size(), room));
-  on_request();
+  // Parse only when something can have changed: the first bytes (is it HTTP at all?),
+  // a blank line among the new bytes, or the size limit; so a head trickling in byte
+  // by byte costs linear time, not quadratic.
+  const bool head_done = http_in_.find("\r\n\r\n", before >= 3 ? before - 3 : 0) != std::string::npos;
+  if (before < 16 || head_done || http_in_.size() >= settings_->max_header_bytes) on_request();
   if (phase_ == Phase::kOpen && bytes.size() > room) {
     // Frames sent right behind the request head: hand them to the transport too.
     on_bytes(bytes.subspan(room));

@@ -117,6 +117,21 @@ TEST_F(WsShimTest, AllowedOriginAndAcceptKey) {
   EXPECT_EQ(server::ws_accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
+TEST_F(WsShimTest, UpgradeArrivingOneByteAtATimeWithAFrameBehindIt) {
+  WsClient c(port_);
+  const std::string head = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                           "Sec-WebSocket-Protocol: herald.v1.json\r\n\r\n";
+  for (char ch : head) ASSERT_TRUE(c.send_raw(std::string(1, ch)));
+  // A client may send its first frame right behind the head, before the 101 arrives.
+  c.send_frame(0x9, "early");
+  ASSERT_EQ(c.read_head(), 101) << c.head();
+  auto pong = c.read_frame();
+  ASSERT_TRUE(pong);
+  EXPECT_EQ(pong->opcode, 0xA);
+  EXPECT_EQ(pong->payload, "early");
+}
+
 TEST_F(WsShimTest, ServesTheDemoPageAndTheClient) {
   WsClient page(port_);
   page.send_raw("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
