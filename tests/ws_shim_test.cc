@@ -335,6 +335,32 @@ TEST_F(WsShimTest, CommandBeforeAuthIsRejected) {
   EXPECT_NE(data[0].payload.find("\"code\":502"), std::string::npos) << data[0].payload;  // kAuthRequired
 }
 
+TEST_F(WsShimTest, ShutdownDeliversWhatWasQueuedThenGoAwayAndClose1001) {
+  WsClient c(port_);
+  ASSERT_EQ(c.upgrade("herald.v1.json"), 101);
+  c.send_frame(0x1, R"({"Hello":{"versions":[1]}})");
+  ASSERT_TRUE(c.read_frame());
+  c.send_frame(0x1, "{\"Auth\":{\"token\":\"" + make_token("leaving") + "\"}}");
+  ASSERT_TRUE(c.read_frame());
+  c.send_frame(0x1, R"({"Subscribe":{"request_id":1,"channel":"user:leaving"}})");
+  ASSERT_TRUE(c.read_frame());
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(http(server_.port("api"), "POST", "/v1/publish",
+                   R"({"channel":"user:leaving","payload":)" + std::to_string(i) + "}")
+                  .status,
+              200);
+  }
+  ASSERT_EQ(::kill(server_.pid(), SIGTERM), 0);
+  std::vector<WsFrame> data;
+  EXPECT_EQ(c.wait_close(5000, &data), 1001);
+  ASSERT_EQ(data.size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(data[i].payload.find("\"offset\":\"" + std::to_string(i + 1) + "\""), std::string::npos) << data[i].payload;
+  }
+  EXPECT_EQ(data[3].payload.rfind("{\"GoAway\":", 0), 0u) << data[3].payload;
+  EXPECT_EQ(server_.stop(SIGTERM, 10000), 0);
+}
+
 TEST_F(WsShimTest, SlowConsumerOverWebSocketIsClosedLikeTcp) {
   HeralddProcess s;
   ASSERT_TRUE(s.start({"--delivery.hard_limit_bytes", "262144",
