@@ -12,7 +12,13 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev llvm-14
   python3 python3-crc32c openssl
   sslscan testssl.sh
+  chromium python3-websockets slowhttptest
 )
+# Node and npm for the JS client's tests; a machine that already has them (e.g. from
+# NodeSource, whose nodejs bundles npm) keeps its own.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -21,7 +27,18 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# The JS client's dev dependencies (ws, playwright-core), from the committed lock file.
+npm_ci() {
+  local js
+  js="$(cd "$(dirname "${BASH_SOURCE[0]}")/../client-sdk/js" && pwd)"
+  if [[ ! -d "$js/node_modules/ws" || ! -d "$js/node_modules/playwright-core" ||
+        "$js/package-lock.json" -nt "$js/node_modules" ]]; then
+    (cd "$js" && npm ci --no-audit --no-fund)
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
+  npm_ci
   exit 0
 fi
 
@@ -31,3 +48,4 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+npm_ci

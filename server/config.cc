@@ -68,8 +68,21 @@ const Setting kSettings[] = {
     {"listen", "tls", &Config::tls, "HOST:PORT",
      "binary protocol over TLS (needs tls.cert_file and tls.key_file); \"\" = off"},
     {"listen", "api", &Config::api, "HOST:PORT", "HTTP API for backends (keep it private); \"\" = off"},
-    {"tls", "cert_file", &Config::tls_cert_file, "PATH", "PEM certificate chain (used when listen.tls is set)"},
-    {"tls", "key_file", &Config::tls_key_file, "PATH", "PEM private key (used when listen.tls is set)"},
+    {"listen", "ws", &Config::ws, "HOST:PORT",
+     "WebSocket shim (GET /ws) and the demo page (GET /); \"\" = off"},
+    {"tls", "cert_file", &Config::tls_cert_file, "PATH",
+     "PEM certificate chain (used when listen.tls is set or ws.tls is true)"},
+    {"tls", "key_file", &Config::tls_key_file, "PATH",
+     "PEM private key (used when listen.tls is set or ws.tls is true)"},
+    {"ws", "tls", &Config::ws_tls, "BOOL", "serve wss:// on listen.ws with tls.cert_file and tls.key_file"},
+    {"ws", "origins", &Config::ws_origins, "ORIGIN,...",
+     "Origin values allowed to upgrade, e.g. https://app.example.com; empty = same host only; * = any"},
+    {"ws", "handshake_timeout_ms", &Config::ws_handshake_timeout_ms, "MS",
+     "time from accept until the upgrade request is complete; at least 1"},
+    {"ws", "max_header_bytes", &Config::ws_max_header_bytes, "BYTES",
+     "largest upgrade request head (answered 431); 1024-65536"},
+    {"ws", "max_message_bytes", &Config::ws_max_message_bytes, "BYTES",
+     "largest WebSocket message accepted (close 1009); at least 1024"},
     {"auth", "jwt_secret", &Config::jwt_secret, "SECRET",
      "HMAC key of client tokens; at least 16 bytes; the default is public (start-up warns)"},
     {"auth", "jwt_algorithm", &Config::jwt_algorithm, "ALG", "HS256, HS384 or HS512"},
@@ -116,6 +129,8 @@ const Setting kSettings[] = {
      "output queued for a slow client above which it is closed (kSlowConsumer); at least 1"},
     {"delivery", "batch_bytes", &Config::batch_bytes, "BYTES",
      "most bytes of queued lower-priority publications written in one batch; at least 1"},
+    {"delivery", "send_buffer_bytes", &Config::send_buffer_bytes, "BYTES",
+     "kernel send buffer of each client socket (SO_SNDBUF); 0 = the kernel sizes it"},
     {"delivery", "dedup_window_s", &Config::dedup_window_s, "S",
      "how long a publisher's message id is remembered (idempotent publish)"},
 };
@@ -606,7 +621,8 @@ void validate(const Config& c) {
     const char* name;
     const std::string& value;
   };
-  const Listener listeners[] = {{"listen.tcp", c.tcp}, {"listen.tls", c.tls}, {"listen.api", c.api}};
+  const Listener listeners[] = {
+      {"listen.tcp", c.tcp}, {"listen.tls", c.tls}, {"listen.api", c.api}, {"listen.ws", c.ws}};
   for (size_t i = 0; i < std::size(listeners); ++i) {
     const auto& l = listeners[i];
     if (l.value.empty()) continue;
@@ -621,11 +637,20 @@ void validate(const Config& c) {
   }
 
   // [tls]
-  if (!c.tls.empty()) {
-    if (c.tls_cert_file.empty()) fail("tls.cert_file", "required when listen.tls is set");
-    if (c.tls_key_file.empty()) fail("tls.key_file", "required when listen.tls is set");
+  if (!c.tls.empty() || (c.ws_tls && !c.ws.empty())) {
+    if (c.tls_cert_file.empty()) fail("tls.cert_file", "required when listen.tls is set or ws.tls is true");
+    if (c.tls_key_file.empty()) fail("tls.key_file", "required when listen.tls is set or ws.tls is true");
     check_file("tls.cert_file", c.tls_cert_file);
     check_file("tls.key_file", c.tls_key_file);
+  }
+
+  // [ws]
+  check_at_least_1("ws.handshake_timeout_ms", c.ws_handshake_timeout_ms);
+  check_range("ws.max_header_bytes", c.ws_max_header_bytes, 1024, 65536);
+  if (c.ws_max_message_bytes < 1024) fail("ws.max_message_bytes", std::to_string(c.ws_max_message_bytes) + " is less than 1024");
+  for (const std::string& o : c.ws_origins) {
+    if (o.empty() || !std::all_of(o.begin(), o.end(), [](char ch) { return ch > ' ' && ch < 0x7f; }))
+      fail("ws.origins", in_quotes(o) + " is not an origin like https://app.example.com");
   }
 
   // [auth]

@@ -37,8 +37,15 @@ struct Config {
   std::string tcp = "127.0.0.1:7600";
   std::string tls;                     // enabled when set; needs tls_cert_file and tls_key_file
   std::string api = "127.0.0.1:7680";
-  // [tls] (checked only while listen.tls is set)
+  std::string ws = "127.0.0.1:7690";  // WebSocket shim and demo page
+  // [tls] (checked only while listen.tls is set or ws.tls is true)
   std::string tls_cert_file, tls_key_file;
+  // [ws]
+  bool ws_tls = false;                       // wss:// on listen.ws (tls.cert_file and tls.key_file)
+  std::vector<std::string> ws_origins;       // allowed Origin values; empty = same host only; "*" = any
+  uint32_t ws_handshake_timeout_ms = 5000;   // accept -> complete upgrade request
+  size_t ws_max_header_bytes = 8192;         // upgrade request head
+  size_t ws_max_message_bytes = 1114112;     // one received WebSocket message (larger: close 1009)
   // [auth]
   std::string jwt_secret = "herald-dev-secret";   // see default_secret()
   std::string jwt_algorithm = "HS256";            // HS256, HS384 or HS512
@@ -62,6 +69,7 @@ struct Config {
   uint32_t soft_limit_ms = 10000;
   size_t hard_limit_bytes = 1048576;
   size_t batch_bytes = 65536;
+  uint32_t send_buffer_bytes = 0;  // SO_SNDBUF of client sockets; 0 = the kernel's own sizing
   uint32_t dedup_window_s = 300;
   // [[namespace]] tables; starts as the built-ins ("" then "user").
   std::vector<NamespacePolicy> namespaces = {builtin_namespace_policy(""),

@@ -44,15 +44,18 @@ CloseReason close_reason_for(codec::Status s) {
 
 }  // namespace
 
-Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip)
+Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip, bool ws)
     : loop_(loop),
       id_(id),
       fd_(fd),
       tls_(tls),
       peer_ip_(std::move(peer_ip)),
-      session_(&loop->context().session_config, loop->context().verifier.get(), this, &loop->codec(),
+      session_(ws ? &loop->context().ws_session_config : &loop->context().session_config,
+               loop->context().verifier.get(), this, &loop->codec(),
                std::to_string(loop->index()) + "-" + std::to_string(id & 0xFFFFFFFFFFFFFF), monotonic_ms()),
-      lanes_(&loop->context().output_limits, loop->lane_counters()) {}
+      lanes_(&loop->context().output_limits, loop->lane_counters()) {
+  if (ws) ws_ = std::make_unique<WsConnection>(this, &loop->context().ws_settings, monotonic_ms());
+}
 
 Connection::~Connection() {
   if (watching_ != 0) event_del(&ev_);
@@ -129,6 +132,10 @@ void Connection::on_tls_read(bufferevent* bev, void* arg) {
 
 void Connection::handle_bytes(std::span<const uint8_t> bytes) {
   loop_->context().metrics->bytes_in(bytes.size());
+  if (ws_ != nullptr) {
+    ws_->on_bytes(bytes);
+    return;
+  }
   handle_status(session_.on_bytes(bytes, monotonic_ms(), unix_ms()));
 }
 
@@ -199,7 +206,9 @@ void Connection::deliver(const PublicationPtr& p) {
 
 void Connection::after_output() {
   if (reaped_) return;
-  if (!lanes_.empty()) {
+  if (ws_ != nullptr && ws_->output_pending()) {
+    flush();  // an HTTP answer, a WebSocket pong or close
+  } else if (!lanes_.empty()) {
     if (lanes_.urgent()) {
       flush();  // control frames and P0 do not wait for the end of the iteration
     } else {
@@ -212,7 +221,9 @@ void Connection::after_output() {
 
 void Connection::flush() {
   if (reaped_) return;
-  if (tls_) {
+  if (ws_ != nullptr) {
+    ws_->flush();
+  } else if (tls_) {
     flush_tls();
   } else {
     flush_plain();
@@ -323,6 +334,7 @@ void Connection::update_timer() {
     // While output is above the soft limit, check again when T could have passed.
     deadline = std::min(deadline, monotonic_ms() + loop_->context().output_limits.soft_ms / 4 + 1);
   }
+  if (ws_ != nullptr) deadline = std::min(deadline, ws_->deadline_ms());
   if (deadline != timer_deadline_) {
     timer_deadline_ = deadline;
     if (deadline != UINT64_MAX) loop_->schedule_timer(this, deadline);
@@ -340,7 +352,9 @@ void Connection::on_timer() {
     update_timer();
     return;
   }
-  if (lanes_.soft_limit_exceeded_too_long(now)) {
+  if (ws_ != nullptr && ws_->on_timer(now)) {
+    // the WebSocket upgrade did not arrive in time
+  } else if (lanes_.soft_limit_exceeded_too_long(now)) {
     lanes_.discard_queued();
     session_.disconnect(codec::Status::kSlowConsumer, "slow consumer: output above the soft limit too long");
     start_closing(CloseReason::kSlowConsumer);
@@ -393,7 +407,8 @@ void Connection::finish_if_flushed() {
   if (!closing_ || reaped_) return;
   const bool tls_pending = bev_ != nullptr && evbuffer_get_length(bufferevent_get_output(bev_)) > 0 &&
                            monotonic_ms() < close_deadline_ms_;
-  if (!lanes_.empty() || tls_pending) return;
+  const bool ws_pending = ws_ != nullptr && ws_->output_pending() && monotonic_ms() < close_deadline_ms_;
+  if (!lanes_.empty() || tls_pending || ws_pending) return;
   reaped_ = true;
   loop_->schedule_reap(this);  // phase two: freed after the current callback
 }

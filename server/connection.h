@@ -9,18 +9,21 @@
 #include <event2/event_struct.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "server/delivery_lanes.h"
 #include "server/loop.h"
 #include "server/metrics.h"
 #include "server/session.h"
+#include "server/ws_connection.h"
 
 namespace herald::server {
 
 class Connection final : public SessionHost {
  public:
-  Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip);
+  // `ws`: a WebSocket listener's connection (HTTP upgrade first; ws_connection.h).
+  Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip, bool ws = false);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -58,6 +61,7 @@ class Connection final : public SessionHost {
 
  private:
   static void on_io(evutil_socket_t fd, short what, void* arg);
+  friend class WsConnection;
   static void on_read(evutil_socket_t fd, short what, void* arg);
   static void on_tls_read(bufferevent* bev, void* arg);
   static void on_tls_write(bufferevent* bev, void* arg);
@@ -97,6 +101,7 @@ class Connection final : public SessionHost {
   bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
   uint32_t go_away_reconnect_ms_ = 0;
   CloseReason close_reason_ = CloseReason::kClientClosed;
+  std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 
 }  // namespace herald::server

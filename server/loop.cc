@@ -98,15 +98,15 @@ void Loop::post_publication(PublicationPtr publication) {
   if (!wakeup_pending_.exchange(true)) event_active(wakeup_ev_, EV_READ, 0);
 }
 
-void Loop::post_connection(int fd, bool tls, std::string peer_ip) {
-  post([fd, tls, ip = std::move(peer_ip)](Loop& loop) mutable {
+void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
+  post([fd, tls, ws, ip = std::move(peer_ip)](Loop& loop) mutable {
     if (loop.shutting_down_) {
       ::close(fd);
       loop.context_->limiter->remove_connection(ip);
       return;
     }
     const ConnectionId id = (static_cast<uint64_t>(loop.index_) << 56) | loop.next_id_++;
-    auto c = std::make_unique<Connection>(&loop, id, fd, tls, ip);
+    auto c = std::make_unique<Connection>(&loop, id, fd, tls, ip, ws);
     Connection* raw = c.get();
     loop.connections_.emplace(id, std::move(c));
     loop.connection_count_.fetch_add(1, std::memory_order_relaxed);

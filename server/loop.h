@@ -50,7 +50,7 @@ class Loop {
   // From the hub's sink, under the channel lock: cheap, ordered per channel.
   void post_publication(PublicationPtr publication);
   // An accepted socket handed to this loop.
-  void post_connection(int fd, bool tls, std::string peer_ip);
+  void post_connection(int fd, bool tls, std::string peer_ip, bool ws = false);
   // Graceful stop: GoAway to every connection, flush, close; the loop thread
   // exits when all are gone or after `deadline_ms`.
   void post_shutdown(uint32_t deadline_ms);

@@ -17,6 +17,7 @@
 #include "codec/message.h"
 #include "server/connection.h"
 #include "server/tls.h"
+#include "server/ws_handshake.h"
 
 namespace herald::server {
 namespace {
@@ -130,6 +131,10 @@ Server::Server(Config config) : config_(std::move(config)) {
   sc.refresh_grace_ms = config_.refresh_grace_s * 1000;
   sc.max_subscriptions = config_.max_subscriptions;
   sc.policy = [cfg](std::string_view channel) -> const NamespacePolicy& { return cfg->policy_for(channel); };
+  context_.ws_settings.handshake_timeout_ms = config_.ws_handshake_timeout_ms;
+  context_.ws_settings.max_header_bytes = config_.ws_max_header_bytes;
+  context_.ws_settings.max_message_bytes = config_.ws_max_message_bytes;
+  context_.ws_settings.origins = config_.ws_origins;
   context_.output_limits.soft_bytes = config_.soft_limit_bytes;
   context_.output_limits.soft_ms = config_.soft_limit_ms;
   context_.output_limits.hard_bytes = config_.hard_limit_bytes;
@@ -142,6 +147,7 @@ Server::~Server() {
   api_.reset();
   if (tcp_listener_ != nullptr) evconnlistener_free(tcp_listener_);
   if (tls_listener_ != nullptr) evconnlistener_free(tls_listener_);
+  if (ws_listener_ != nullptr) evconnlistener_free(ws_listener_);
   for (event* e : events_) event_free(e);
   if (base_ != nullptr) event_base_free(base_);
   if (context_.ssl_ctx != nullptr) SSL_CTX_free(context_.ssl_ctx);
@@ -166,8 +172,8 @@ bool Server::load_dictionary(std::string& error) {
   return true;
 }
 
-bool Server::listen(const std::string& setting, const std::string& address, bool tls, std::string& bound,
-                    std::string& error) {
+bool Server::listen(const std::string& setting, const std::string& address, evconnlistener*& out,
+                    std::string& bound, std::string& error) {
   std::string host;
   uint16_t port = 0;
   sockaddr_storage ss;
@@ -185,7 +191,7 @@ bool Server::listen(const std::string& setting, const std::string& address, bool
   }
   evconnlistener_set_error_cb(l, on_accept_error);
   bound = bound_address(evconnlistener_get_fd(l));
-  (tls ? tls_listener_ : tcp_listener_) = l;
+  out = l;
   return true;
 }
 
@@ -199,7 +205,7 @@ bool Server::start(std::string& error) {
   }
   started_ms_ = monotonic_ms();
   if (!load_dictionary(error)) return false;
-  if (!config_.tls.empty()) {
+  if (!config_.tls.empty() || (config_.ws_tls && !config_.ws.empty())) {
     std::string tls_error;
     context_.ssl_ctx = make_tls_context(config_.tls_cert_file, config_.tls_key_file, tls_error);
     if (context_.ssl_ctx == nullptr) {
@@ -207,9 +213,15 @@ bool Server::start(std::string& error) {
       return false;
     }
   }
+  // WebSocket sessions offer no compression: browsers cannot decode zstd.
+  context_.ws_session_config = context_.session_config;
+  context_.ws_session_config.negotiation.zstd = false;
+  context_.ws_session_config.negotiation.dictionary_ids.clear();
+  context_.ws_session_config.publication_dictionary_id = 0;
   for (size_t i = 0; i < config_.loop_count(); ++i) loops_.push_back(std::make_unique<Loop>(i, &context_));
-  if (!config_.tcp.empty() && !listen("listen.tcp", config_.tcp, false, bound_tcp_, error)) return false;
-  if (!config_.tls.empty() && !listen("listen.tls", config_.tls, true, bound_tls_, error)) return false;
+  if (!config_.tcp.empty() && !listen("listen.tcp", config_.tcp, tcp_listener_, bound_tcp_, error)) return false;
+  if (!config_.tls.empty() && !listen("listen.tls", config_.tls, tls_listener_, bound_tls_, error)) return false;
+  if (!config_.ws.empty() && !listen("listen.ws", config_.ws, ws_listener_, bound_ws_, error)) return false;
   if (!config_.api.empty()) {
     ApiConfig ac;
     ac.api_keys = config_.api_keys;
@@ -237,9 +249,10 @@ bool Server::start(std::string& error) {
   events_.push_back(sweep);
   for (auto& loop : loops_) loop->start();
 
-  spdlog::get("server")->info("heraldd listening: tcp={} tls={} api={} loops={}", bound_tcp_.empty() ? "off" : bound_tcp_,
-                              bound_tls_.empty() ? "off" : bound_tls_, bound_api_.empty() ? "off" : bound_api_,
-                              loops_.size());
+  spdlog::get("server")->info("heraldd listening: tcp={} tls={} ws={}{} api={} loops={}",
+                              bound_tcp_.empty() ? "off" : bound_tcp_, bound_tls_.empty() ? "off" : bound_tls_,
+                              bound_ws_.empty() ? "off" : bound_ws_, config_.ws_tls ? " (wss)" : "",
+                              bound_api_.empty() ? "off" : bound_api_, loops_.size());
   if (config_.default_secret()) {
     spdlog::get("server")->warn("auth.jwt_secret is the built-in development secret: set your own before production");
   }
@@ -255,6 +268,7 @@ bool Server::write_ready_file(std::string& error) {
   if (!bound_tcp_.empty()) j["tcp"] = bound_tcp_;
   if (!bound_tls_.empty()) j["tls"] = bound_tls_;
   if (!bound_api_.empty()) j["api"] = bound_api_;
+  if (!bound_ws_.empty()) j["ws"] = bound_ws_;
   j["pid"] = ::getpid();
   const std::string tmp = config_.ready_file + ".tmp";
   {
@@ -284,7 +298,8 @@ int Server::run() {
 
 void Server::on_accept(evconnlistener* listener, evutil_socket_t fd, sockaddr* addr, int, void* arg) {
   auto* s = static_cast<Server*>(arg);
-  s->accept(fd, addr, listener == s->tls_listener_);
+  const bool ws = listener == s->ws_listener_;
+  s->accept(fd, addr, listener == s->tls_listener_ || (ws && s->config_.ws_tls), ws);
 }
 
 void Server::on_accept_error(evconnlistener*, void*) {
@@ -292,7 +307,7 @@ void Server::on_accept_error(evconnlistener*, void*) {
   spdlog::get("server")->warn("accept failed: {}", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls) {
+void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws) {
   if (shutting_down_) {
     evutil_closesocket(fd);
     return;
@@ -309,14 +324,29 @@ void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls) {
   codec::Status s = limiter_->add_connection(ip, &which);
   if (!codec::ok(s)) {
     metrics_.connection_rejected(std::string_view(which) == "ip" ? RejectReason::kLimitIp : RejectReason::kLimitTotal);
-    if (!tls) refuse(fd, s, std::string("connection limit reached (") + which + ")");
-    else evutil_closesocket(fd);
+    if (ws && !tls) {
+      // An HTTP client cannot read an Error frame: answer 503 (best effort).
+      const std::string r = http_response(503, "text/plain; charset=utf-8",
+                                          std::string("connection limit reached (") + which + ")\n");
+      [[maybe_unused]] ssize_t n = ::send(fd, r.data(), r.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      evutil_closesocket(fd);
+    } else if (!tls) {
+      refuse(fd, s, std::string("connection limit reached (") + which + ")");
+    } else {
+      evutil_closesocket(fd);
+    }
     return;
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (config_.send_buffer_bytes > 0) {
+    // A small kernel buffer keeps the backlog in the lanes, where priorities, shedding
+    // and the slow-consumer limits apply, instead of in the socket.
+    const int size = static_cast<int>(std::min<uint32_t>(config_.send_buffer_bytes, INT32_MAX));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
   Loop& loop = *loops_[next_loop_++ % loops_.size()];
-  loop.post_connection(fd, tls, ip);
+  loop.post_connection(fd, tls, ip, ws);
 }
 
 // ---------------------------------------------------------------- posting to the main loop
@@ -364,6 +394,7 @@ void Server::begin_shutdown() {
   // Stop accepting; every loop flushes what it holds, says GoAway, closes.
   if (tcp_listener_ != nullptr) evconnlistener_disable(tcp_listener_);
   if (tls_listener_ != nullptr) evconnlistener_disable(tls_listener_);
+  if (ws_listener_ != nullptr) evconnlistener_disable(ws_listener_);
   shutdown_deadline_ms_ = monotonic_ms() + config_.shutdown_timeout_ms;
   for (auto& loop : loops_) loop->post_shutdown(config_.shutdown_timeout_ms);
   stop_check_ev_ = event_new(base_, -1, EV_PERSIST, on_stop_check, this);

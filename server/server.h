@@ -1,5 +1,5 @@
 // heraldd as an object: builds the shared context, the event loops, the hub,
-// the listeners (TCP, TLS, HTTP API) and runs the acceptor/API loop on the
+// the listeners (TCP, TLS, WebSocket, HTTP API) and runs the acceptor/API loop on the
 // calling thread until a graceful shutdown finishes.
 #pragma once
 
@@ -56,10 +56,10 @@ class Server final : public ApiBackend, public DeliverySink {
   static void on_sweep(evutil_socket_t, short, void* arg);
   static void on_stop_check(evutil_socket_t, short, void* arg);
   void post_main(std::function<void()> fn);
-  bool listen(const std::string& setting, const std::string& address, bool tls, std::string& bound,
+  bool listen(const std::string& setting, const std::string& address, evconnlistener*& out, std::string& bound,
               std::string& error);
   bool load_dictionary(std::string& error);
-  void accept(evutil_socket_t fd, sockaddr* addr, bool tls);
+  void accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws);
   void begin_shutdown();
   bool write_ready_file(std::string& error);
 
@@ -74,12 +74,13 @@ class Server final : public ApiBackend, public DeliverySink {
   event_base* base_ = nullptr;
   evconnlistener* tcp_listener_ = nullptr;
   evconnlistener* tls_listener_ = nullptr;
+  evconnlistener* ws_listener_ = nullptr;
   std::vector<event*> events_;
   event* wakeup_ev_ = nullptr;
   event* stop_check_ev_ = nullptr;
   std::mutex post_mu_;
   std::vector<std::function<void()>> posted_;
-  std::string bound_tcp_, bound_tls_, bound_api_;
+  std::string bound_tcp_, bound_tls_, bound_api_, bound_ws_;
   size_t next_loop_ = 0;
   std::unique_ptr<TokenBucket> accept_rate_;  // limits.accept_rate, main thread only
   bool shutting_down_ = false;

@@ -18,6 +18,7 @@
 #include "server/metrics.h"
 #include "server/publication.h"
 #include "server/session.h"
+#include "server/ws_connection.h"
 
 namespace herald::server {
 
@@ -47,6 +48,8 @@ class ConnectionLimiter {
 struct ServerContext {
   const Config* config = nullptr;
   SessionConfig session_config;
+  SessionConfig ws_session_config;  // WebSocket connections: never zstd (browsers cannot decode it)
+  WsSettings ws_settings;
   std::unique_ptr<JwtVerifier> verifier;
   ChannelHub* hub = nullptr;
   Metrics* metrics = nullptr;

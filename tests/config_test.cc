@@ -610,8 +610,14 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.tcp = "[::1]:0";
   c.tls = "0.0.0.0:7443";
   c.api = "";
+  c.ws = "[::]:8443";
   c.tls_cert_file = cert;
   c.tls_key_file = key;
+  c.ws_tls = true;
+  c.ws_origins = {"https://app.example.com", "*"};
+  c.ws_handshake_timeout_ms = 1;
+  c.ws_max_header_bytes = 1024;
+  c.ws_max_message_bytes = 1024;
   c.jwt_secret = "a \"quoted\" \\ secret\twith\ttabs \xc3\xa9";
   c.jwt_algorithm = "HS384";
   c.jwt_issuer = "https://issuer.example";
@@ -638,6 +644,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.soft_limit_ms = 7;
   c.hard_limit_bytes = 8;
   c.batch_bytes = 9;
+  c.send_buffer_bytes = 12;
   c.dedup_window_s = 10;
   NamespacePolicy news;
   news.name = "news";

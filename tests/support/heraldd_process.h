@@ -73,13 +73,15 @@ class HeralddProcess {
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
   }
 
-  // Starts heraldd with listeners on 127.0.0.1:0 plus `args`, waits for its ready file.
+  // Starts heraldd with listeners (TCP, API, WebSocket) on 127.0.0.1:0 plus `args`,
+  // waits for its ready file.
   bool start(const std::vector<std::string>& args = {}) {
     char tmpl[] = "/tmp/heraldd-test-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
     const std::string ready = dir_ + "/ready.json";
     std::vector<std::string> argv = {HERALDD_PATH, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0",
-                                     "--listen.api", "127.0.0.1:0", "--server.loops", "2"};
+                                     "--listen.api", "127.0.0.1:0", "--listen.ws", "127.0.0.1:0",
+                                     "--server.loops", "2"};
     argv.insert(argv.end(), args.begin(), args.end());
     log_path_ = dir_ + "/heraldd.log";
     pid_ = ::fork();
