@@ -22,6 +22,7 @@
 namespace herald::server {
 
 class Loop;
+class DurableHistory;
 
 // Connection counts in total, per IP address and per user, shared by the
 // acceptor and every loop. Thread-safe.
@@ -49,6 +50,7 @@ struct ServerContext {
   SessionConfig session_config;
   std::unique_ptr<JwtVerifier> verifier;
   ChannelHub* hub = nullptr;
+  DurableHistory* durable = nullptr;  // receipts, acks, inbox cursors (null: no durable store)
   Metrics* metrics = nullptr;
   OutputLimits output_limits;
   SharedEncoding shared_encoding;

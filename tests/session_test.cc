@@ -117,7 +117,9 @@ class FakeHost : public SessionHost {
     publishes.push_back(std::move(p));
     return publish_result;
   }
-  void on_ack(const std::string& channel, uint64_t offset) noexcept override { acks.emplace_back(channel, offset); }
+  void on_ack(const std::string& channel, const std::string&, uint64_t offset) noexcept override {
+    acks.emplace_back(channel, offset);
+  }
 
  private:
   codec::CodecContext client_ctx_;
