@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <sstream>
 
 #include "tests/support/heraldd_process.h"
 
@@ -396,6 +397,135 @@ TEST(DurableStartup, ANewerSchemaIsRefused) {
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_FALSE(s.start());
   EXPECT_NE(s.log().find("schema version 999"), std::string::npos) << s.log();
+}
+
+// Disk full (TESTING.md): heraldd's store on a 3 MiB tmpfs in its own mount namespace
+// (unshare -m); the space is filled and freed from inside that namespace (nsenter).
+class DiskFull : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/heraldd-full-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    data_ = dir_ + "/data";
+    std::filesystem::create_directories(data_);
+    const std::string ready = dir_ + "/ready.json";
+    const std::string script = "mount -t tmpfs -o size=3m tmpfs " + data_ + " && exec " + HERALDD_PATH +
+                               " --ready-file " + ready + " --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0" +
+                               " --server.loops 1 --store.dir " + data_ + " >" + dir_ + "/log 2>&1";
+    child_ = ::fork();
+    if (child_ == 0) {
+      ::execl("/usr/bin/unshare", "unshare", "-m", "--propagation", "private", "sh", "-c", script.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(ready);
+      nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+      if (in && !j.is_discarded() && j.contains("api")) {
+        std::string host;
+        split_address(j["api"], host, api_);
+        split_address(j["tcp"], host, tcp_);
+        return;
+      }
+      int st = 0;
+      if (::waitpid(child_, &st, WNOHANG) == child_) {
+        child_ = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL() << "heraldd did not start in a mount namespace: " << log();
+  }
+  void TearDown() override {
+    if (child_ > 0) {
+      ::kill(child_, SIGKILL);
+      int st = 0;
+      ::waitpid(child_, &st, 0);
+    }
+    if (HasFailure()) std::cerr << "---- heraldd log ----\n" << log() << "---- end ----\n";
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string log() const {
+    std::ifstream in(dir_ + "/log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  // Runs `cmd` in heraldd's mount namespace.
+  int in_namespace(const std::string& cmd) const {
+    const std::string full = "nsenter -t " + std::to_string(child_) + " -m sh -c '" + cmd + "' >/dev/null 2>&1";
+    return std::system(full.c_str());
+  }
+  HttpResponse publish_id(const std::string& id) const {
+    nlohmann::json b = {{"channel", "user:full"}, {"message_id", id}, {"payload", std::string(1024, 'x')}};
+    return http(api_, "POST", "/v1/publish", b.dump());
+  }
+
+  std::string dir_, data_;
+  pid_t child_ = -1;
+  uint16_t api_ = 0, tcp_ = 0;
+};
+
+TEST_F(DiskFull, PublishesAreRefusedNothingUnstoredIsAckedAndServiceReturns) {
+  std::set<std::string> acked, refused;
+  int n = 0;
+  for (; n < 20; ++n) {
+    ASSERT_EQ(publish_id("f-" + std::to_string(n)).status, 200);
+    acked.insert("f-" + std::to_string(n));
+  }
+  // Fill the file system (dd stops with ENOSPC).
+  in_namespace("dd if=/dev/zero of=" + data_ + "/filler bs=4096");
+  int first_refusal = -1;
+  for (int k = 0; k < 2000 && refused.size() < 5; ++k, ++n) {
+    const std::string id = "f-" + std::to_string(n);
+    HttpResponse r = publish_id(id);
+    if (r.status == 200) {
+      acked.insert(id);
+      continue;
+    }
+    ASSERT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.json()["error"]["code"], static_cast<int>(Status::kStorageUnavailable)) << r.body;
+    EXPECT_TRUE(r.json()["error"]["temporary"].get<bool>());
+    if (first_refusal < 0) first_refusal = k;
+    refused.insert(id);
+  }
+  ASSERT_FALSE(refused.empty()) << "the store never ran out of space";
+  EXPECT_NE(log().find("full"), std::string::npos) << "the log names the cause";
+
+  // Space returns: publishes succeed again.
+  ASSERT_EQ(in_namespace("rm -f " + data_ + "/filler"), 0);
+  bool back = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!back && std::chrono::steady_clock::now() < deadline) {
+    const std::string id = "f-" + std::to_string(n++);
+    HttpResponse r = publish_id(id);
+    if (r.status == 200) {
+      acked.insert(id);
+      back = true;
+    } else {
+      refused.insert(id);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_TRUE(back) << log();
+
+  // Everything acknowledged is stored, in order, and nothing refused is.
+  Client c(tcp_);
+  ASSERT_TRUE(c.handshake(make_token("full")));
+  auto ok = c.subscribe("user:full", true, "", 0);
+  ASSERT_EQ(ok->type, FrameType::kSubscribeOk);
+  std::set<std::string> got;
+  uint64_t last = 0;
+  for (auto& p : read_publications(c, acked.size() + 1, 3000)) {
+    EXPECT_GT(p.offset(), last);
+    last = p.offset();
+    got.insert(p.message_id());
+  }
+  EXPECT_EQ(got, acked);
+  HttpResponse integrity = http(api_, "GET", "/v1/admin/integrity");
+  EXPECT_EQ(integrity.json()["result"], "ok") << integrity.body;
 }
 
 }  // namespace
