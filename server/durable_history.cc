@@ -276,7 +276,7 @@ void DurableHistory::commit_batch(std::deque<Op>& batch) {
         ok = store_.put_message(m);
         uint64_t& l = last[ch];
         l = std::max(l, op.record->offset());
-        if (!op.latest_value && op.history_size > 0) to_trim_[ch] = op.history_size;
+        if (!op.latest_value) to_trim_[ch] = op.history_size;  // state channels: only collapse replaces
         break;
       }
       case Op::Kind::kDevice:
@@ -357,7 +357,7 @@ void DurableHistory::retention(int64_t now_ms) {
   for (auto it = to_trim_.begin(); it != to_trim_.end() && steps < 64; ++steps) {
     const auto w = last_written_.find(it->first);
     const uint64_t last = w == last_written_.end() ? 0 : w->second;
-    const uint64_t keep_after = last > it->second ? last - it->second : 0;
+    const uint64_t keep_after = last > it->second ? last - it->second : 0;  // history_size 0: keep none
     long n = 0;
     if (keep_after > 0 && store_.begin()) {
       uint64_t to = 0;
