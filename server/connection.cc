@@ -195,7 +195,12 @@ void Connection::queue_publication(const PublicationPtr& p) {
   }
 }
 
-void Connection::send_publication(const PublicationPtr& p) noexcept { queue_publication(p); }
+void Connection::send_publication(const PublicationPtr& p) noexcept {
+  queue_publication(p);
+  // A replay (a durable inbox can hold a thousand messages) is queued in one callback:
+  // write as it grows, so the socket takes what it can before the output limits count it.
+  if (!closing_ && !reaped_ && lanes_.queued_bytes() >= loop_->context().output_limits.batch_bytes) flush();
+}
 
 const std::string& Connection::device_key() const noexcept {
   static const std::string kDefault = "default";

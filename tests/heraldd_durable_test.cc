@@ -254,6 +254,26 @@ TEST_F(Durable, OfflineInboxGivesExactlyTheUnackedTailInOrder) {
   EXPECT_EQ(read_publications(other, 12).size(), 12u);
 }
 
+TEST_F(Durable, AFullInboxAboveTheOutputLimitIsReplayedWhole) {
+  // 1000 P1 messages of 1.5 KiB: 1.5 MiB, above delivery.hard_limit_bytes (1 MiB).
+  nlohmann::json msgs = nlohmann::json::array();
+  for (int i = 0; i < 1000; ++i) {
+    nlohmann::json m = body("user:big", std::string(1500, 'a' + static_cast<char>(i % 26)));
+    msgs.push_back(std::move(m));
+    if (msgs.size() == 200) {
+      ASSERT_EQ(http(server_.port("api"), "POST", "/v1/publish/batch", nlohmann::json{{"messages", msgs}}.dump()).status,
+                200);
+      msgs = nlohmann::json::array();
+    }
+  }
+  Client c(server_.port("tcp"));
+  ASSERT_TRUE(connect_device(c, "big", "phone"));
+  ASSERT_EQ(c.subscribe("user:big")->type, FrameType::kSubscribeOk);
+  auto got = read_publications(c, 1000, 10000);
+  ASSERT_EQ(got.size(), 1000u);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].offset(), i + 1);
+}
+
 TEST_F(Durable, CollapseKeyReplacesTheOlderOneAndExpiredMessagesAreNeverDelivered) {
   auto with = [](const std::string& text, const std::string& key, uint32_t ttl) {
     nlohmann::json j = body("user:carl", text);
