@@ -86,6 +86,7 @@ struct Server {
     char tmpl[] = "/tmp/herald-load-XXXXXX";
     dir = ::mkdtemp(tmpl);
     const std::string ready = dir + "/ready.json";
+    const std::string data = dir + "/data";  // the durable store: never shared with another run
     pid = ::fork();
     if (pid == 0) {
       const int fd = ::open((dir + "/heraldd.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -93,7 +94,7 @@ struct Server {
       ::dup2(fd, 2);
       ::execl(path.c_str(), path.c_str(), "--ready-file", ready.c_str(), "--listen.tcp", "127.0.0.1:0",
               "--listen.api", "127.0.0.1:0", "--server.loops", "1", "--server.log_level", "warn",
-              "--limits.max_connections_per_ip", "100000", static_cast<char*>(nullptr));
+              "--limits.max_connections_per_ip", "100000", "--store.dir", data.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     const auto deadline = Clock::now() + std::chrono::seconds(15);

@@ -67,7 +67,7 @@ struct Server {
                                      "--limits.max_connections_per_user", "100000",
                                      "--limits.api_max_body_bytes", "67108864",
                                      "--delivery.soft_limit_bytes", "33554432",
-                                     "--delivery.hard_limit_bytes", "67108864"};
+                                     "--delivery.hard_limit_bytes", "67108864", "--store.dir", dir + "/data"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid = ::fork();
     if (pid == 0) {

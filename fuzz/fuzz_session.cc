@@ -174,7 +174,9 @@ class Host : public server::SessionHost {
     if (live.size() < 16) live.push_back(make_publication(p.channel, offset, p.payload.size()));
     return {Status::kOk, offset, "e1", p.message_id == "dup"};
   }
-  void on_ack(const std::string& channel, uint64_t) noexcept override { check(server::valid_channel_name(channel)); }
+  void on_ack(const std::string& channel, const std::string&, uint64_t) noexcept override {
+    check(server::valid_channel_name(channel));
+  }
 
  private:
   std::unique_ptr<codec::MessageReader> reader_;

@@ -3,6 +3,7 @@
 #include "server/channel_hub.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
@@ -33,6 +34,12 @@ struct ChannelHub::ChannelState {
     std::string epoch;
     uint64_t expires_ms = 0;  // monotonic
     uint64_t seq = 0;         // matches the live expiry queue item
+    bool pending = false;     // durable publication not committed yet
+  };
+  // A durable publication waiting for its commit, and who waits for the answer.
+  struct Pending {
+    PublicationPtr record;
+    std::vector<std::pair<PublishDone, bool>> waiters;  // (done, answered as duplicate)
   };
   explicit ChannelState(size_t loops) : subscribers(loops, 0) {}
 
@@ -40,6 +47,10 @@ struct ChannelHub::ChannelState {
   std::vector<uint32_t> subscribers;  // per loop
   size_t total = 0;                   // sum of subscribers
   std::unordered_map<std::string, Dedup, StringHash, std::equal_to<>> dedup;
+  // Offset order (the store commits a channel in order). Allocated only while the
+  // channel has uncommitted publications: an empty std::deque allocates its map and
+  // first block (about 600 bytes), which every personal channel would pay.
+  std::unique_ptr<std::deque<Pending>> pending;
 };
 
 struct alignas(64) ChannelHub::Shard {
@@ -80,18 +91,43 @@ ChannelHub::Shard& ChannelHub::shard_for(std::string_view channel) const noexcep
 }
 
 PublishOutcome ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_ms) {
+  struct Wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    PublishOutcome out;
+  };
+  auto w = std::make_shared<Wait>();
   PublishOutcome out;
+  if (publish(std::move(draft), now_unix_ms, now_ms,
+              [w](const PublishOutcome& o) {
+                std::lock_guard lock(w->mu);
+                w->out = o;
+                w->done = true;
+                w->cv.notify_all();
+              },
+              out)) {
+    return out;
+  }
+  std::unique_lock lock(w->mu);
+  w->cv.wait(lock, [&] { return w->done; });
+  return w->out;
+}
+
+bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_ms, PublishDone done,
+                         PublishOutcome& out) {
+  out = PublishOutcome{};
   if (!valid_channel_name(draft.channel)) {
     out.status = codec::Status::kBadChannel;
-    return out;
+    return true;
   }
   if (draft.message_id.size() > limits_.max_message_id) {
     out.status = codec::Status::kInvalidField;
-    return out;
+    return true;
   }
   if (draft.payload.size() > limits_.max_message_size) {  // cheap early answer before building
     out.status = codec::Status::kMessageTooLarge;
-    return out;
+    return true;
   }
 
   v1::Publication pub;
@@ -107,7 +143,7 @@ PublishOutcome ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint
   pub.set_dismiss_on_read(draft.dismiss_on_read);
   if (pub.ByteSizeLong() + kPositionFieldsReserve > limits_.max_message_size) {
     out.status = codec::Status::kMessageTooLarge;
-    return out;
+    return true;
   }
   // Outside the lock: it is configuration lookup, not channel state.
   const ChannelOptions options = options_ ? options_(draft.channel) : ChannelOptions{};
@@ -125,29 +161,119 @@ PublishOutcome ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint
       out.epoch = d->second.epoch;
       out.duplicate = true;
       dedup_hits_.fetch_add(1, std::memory_order_relaxed);
-      return out;
+      if (d->second.pending && state->pending != nullptr) {
+        // Acknowledged only once the original is committed (or refused if it fails).
+        for (ChannelState::Pending& p : *state->pending) {
+          if (p.record->offset() == d->second.offset) {
+            p.waiters.emplace_back(std::move(done), true);
+            return false;
+          }
+        }
+      }
+      return true;
     }
   }
+  History& history = history_for(options);
+  if (dedup && history.deferred()) {
+    // Ids published before a restart are only in the store.
+    const int64_t since = now_unix_ms - static_cast<int64_t>(dedup_window_ms_);
+    if (history.find_message_id(draft.channel, draft.message_id, since, out.offset, out.epoch)) {
+      out.duplicate = true;
+      dedup_hits_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    out.offset = 0;
+    out.epoch.clear();
+  }
 
-  PublicationPtr record = history_.append(std::move(pub), options, now_unix_ms);
+  PublicationPtr record = history.append(std::move(pub), options, now_unix_ms);
   if (!record) {
     out.status = codec::Status::kStorageUnavailable;
-    return out;
+    return true;
   }
-  publishes_.fetch_add(1, std::memory_order_relaxed);
   out.offset = record->offset();
   out.epoch = record->epoch();
+  if (history.deferred()) {
+    if (state == nullptr) {
+      auto [created, inserted] = shard.channels.try_emplace(draft.channel, loops_);
+      created->second.name = &created->first;
+      state = &created->second;
+    }
+    ChannelState::Pending p;
+    p.record = record;
+    p.waiters.emplace_back(std::move(done), false);
+    if (state->pending == nullptr) state->pending = std::make_unique<std::deque<ChannelState::Pending>>();
+    state->pending->push_back(std::move(p));
+    if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms, true);
+    return false;
+  }
+  publishes_.fetch_add(1, std::memory_order_relaxed);
   if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms);
   if (state != nullptr && state->total > 0) {
     for (size_t loop = 0; loop < loops_; ++loop) {
       if (state->subscribers[loop] > 0) sink_.deliver(loop, record);
     }
   }
-  return out;
+  return true;
+}
+
+void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
+  std::vector<std::pair<PublishDone, bool>> waiters;
+  {
+    Shard& shard = shard_for(record->channel());
+    std::lock_guard lock(shard.mu);
+    auto it = shard.channels.find(std::string_view(record->channel()));
+    if (it == shard.channels.end()) return;  // cannot happen: a pending publication keeps its state
+    ChannelState& state = it->second;
+    if (state.pending == nullptr) return;
+    auto p = std::find_if(state.pending->begin(), state.pending->end(),
+                          [&](const ChannelState::Pending& x) { return x.record == record; });
+    if (p == state.pending->end()) return;
+    waiters = std::move(p->waiters);
+    state.pending->erase(p);
+    if (state.pending->empty()) state.pending.reset();
+    History& history = durable_ != nullptr ? *durable_ : history_;
+    const std::string& id = record->publication().message_id();
+    auto d = id.empty() ? state.dedup.end() : state.dedup.find(std::string_view(id));
+    const bool ours = d != state.dedup.end() && d->second.pending && d->second.offset == record->offset() &&
+                      d->second.epoch == record->epoch();
+    if (committed) {
+      history.make_visible(*record);
+      publishes_.fetch_add(1, std::memory_order_relaxed);
+      if (ours) d->second.pending = false;
+      if (state.total > 0) {
+        for (size_t loop = 0; loop < loops_; ++loop) {
+          if (state.subscribers[loop] > 0) sink_.deliver(loop, record);
+        }
+      }
+    } else {
+      history.rollback(*record);
+      // The id was not stored: a retry must publish it again. The expiry queue
+      // item stays; it is stale once the entry's seq no longer matches.
+      if (ours) {
+        d->second.expires_ms = 0;
+        d->second.pending = false;
+      }
+    }
+  }
+  PublishOutcome out;
+  for (auto& [done, duplicate] : waiters) {
+    if (!done) continue;
+    if (committed) {
+      out.status = codec::Status::kOk;
+      out.offset = record->offset();
+      out.epoch = record->epoch();
+      out.duplicate = duplicate;
+    } else {
+      out = PublishOutcome{};
+      out.status = codec::Status::kStorageUnavailable;
+    }
+    done(out);
+  }
 }
 
 void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelState* state, const std::string& message_id,
-                          const PublicationPtr& record, uint64_t now_ms) {
+                          const PublicationPtr& record, uint64_t now_ms, bool pending) {
   if (state == nullptr) {
     auto [it, inserted] = shard.channels.try_emplace(std::string(channel), loops_);
     it->second.name = &it->first;
@@ -159,6 +285,7 @@ void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelState* 
   d.epoch = record->epoch();
   d.expires_ms = now_ms + dedup_window_ms_;
   d.seq = shard.next_seq++;
+  d.pending = pending;
   if (inserted) ++shard.dedup_live;
   shard.expiries.push_back(Shard::Expiry{state, &*it, d.expires_ms, d.seq});
   // The entry just added is the newest and the cap is >= 1, so it is never the one evicted.
@@ -180,7 +307,7 @@ bool ChannelHub::pop_dedup_front(Shard& shard) noexcept {
 }
 
 void ChannelHub::erase_if_unused(Shard& shard, ChannelState& state) noexcept {
-  if (state.total > 0 || !state.dedup.empty()) return;
+  if (state.total > 0 || !state.dedup.empty() || state.pending != nullptr) return;
   shard.channels.erase(shard.channels.find(std::string_view(*state.name)));
 }
 
@@ -198,11 +325,16 @@ SubscribeOutcome ChannelHub::subscribe(size_t loop, std::string_view channel, bo
   }
   Shard& shard = shard_for(channel);
   std::lock_guard lock(shard.mu);
+  const ChannelOptions options = options_ ? options_(channel) : ChannelOptions{};
+  History& history = history_for(options);
+  out.durable = &history == durable_;
   // History first, registration last: if anything throws, nothing is registered.
-  out.position = history_.position(channel);
+  out.position = history.position(channel);
   if (resume) {
-    out.recovered = history_.read_since(channel, epoch, offset, now_unix_ms, replay);
+    out.recovered = history.read_since(channel, epoch, offset, now_unix_ms, replay);
     if (!out.recovered) replay.clear();
+    // Never beyond the announced position (contract, point 1).
+    while (!replay.empty() && replay.back()->offset() > out.position.offset) replay.pop_back();
   }
   auto it = shard.channels.find(channel);
   if (it == shard.channels.end()) {

@@ -34,8 +34,13 @@ struct PublishOutcome {
   bool duplicate = false;  // message_id seen on this channel within the window: not published again
 };
 
+// The final outcome of a deferred (durable) publish, called once on the store
+// thread with no hub lock held. Must be cheap: post the answer to its own thread.
+using PublishDone = std::function<void(const PublishOutcome& outcome)>;
+
 struct SubscribeOutcome {
   codec::Status status = codec::Status::kOk;
+  bool durable = false;      // the channel is durable (its History is the durable one)
   ChannelPosition position;  // the channel's position when the subscriber was registered
   bool recovered = false;    // resume asked and complete (replay holds everything missed)
 };
@@ -113,7 +118,27 @@ class ChannelHub {
   //   kMessageTooLarge     the publication would exceed limits.max_message_size.
   //   kStorageUnavailable  History::append failed; nothing stored or delivered.
   // Throws only std::bad_alloc.
+  // For a durable channel this waits for the commit (blocking the caller): use
+  // the overload with `done` on event loops.
   PublishOutcome publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_ms);
+
+  // The same, for any thread that must not block. Returns true when `out` is the
+  // final outcome (live channels, refusals, duplicates of committed messages);
+  // `done` is then not called. Returns false for a durable channel's publication
+  // (or a duplicate of one not committed yet): `done` gets the outcome once the
+  // store's transaction holding it committed (kOk) or failed (kStorageUnavailable,
+  // nothing stored, nothing delivered). Live delivery of a durable publication
+  // also waits for its commit (persist, then acknowledge and fan out).
+  bool publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_ms, PublishDone done, PublishOutcome& out);
+
+  // Durable channels (ChannelOptions::durable) use `durable` (a deferred History:
+  // DurableHistory) instead of the live one. Call before any publish; `durable`
+  // must outlive the hub, and its commit hook must call on_committed().
+  void set_durable(History* durable) noexcept { durable_ = durable; }
+  // The durable History's commit hook: makes `record` visible, delivers it to the
+  // loops with subscribers (committed) or releases its offset (not committed), and
+  // answers its publisher(s). Store thread; takes the channel's lock.
+  void on_committed(const PublicationPtr& record, bool committed);
 
   // Registers one subscriber of `channel` on loop `loop` (counted per loop; the
   // loop gets deliveries while its count > 0) and, in the same step, sets
@@ -155,12 +180,14 @@ class ChannelHub {
   struct Shard;
   Shard& shard_for(std::string_view channel) const noexcept;
   void remember(Shard& shard, std::string_view channel, ChannelState* state, const std::string& message_id,
-                const PublicationPtr& record, uint64_t now_ms);
+                const PublicationPtr& record, uint64_t now_ms, bool pending = false);
   bool pop_dedup_front(Shard& shard) noexcept;  // true if a live entry was erased
   void erase_if_unused(Shard& shard, ChannelState& state) noexcept;
+  History& history_for(const ChannelOptions& o) noexcept { return o.durable && durable_ != nullptr ? *durable_ : history_; }
 
   const size_t loops_;
   History& history_;
+  History* durable_ = nullptr;
   DeliverySink& sink_;
   std::function<ChannelOptions(std::string_view)> options_;
   const uint64_t dedup_window_ms_;

@@ -133,9 +133,22 @@ const Setting kSettings[] = {
      "kernel send buffer of each client socket (SO_SNDBUF); 0 = the kernel sizes it"},
     {"delivery", "dedup_window_s", &Config::dedup_window_s, "S",
      "how long a publisher's message id is remembered (idempotent publish)"},
+    {"store", "dir", &Config::store_dir, "PATH",
+     "data directory of the durable store (SQLite, WAL mode; created when missing)"},
+    {"store", "synchronous", &Config::store_synchronous, "MODE",
+     "FULL: an acknowledged durable message survives power loss; NORMAL: it survives a process "
+     "crash, not power loss (faster)"},
+    {"store", "commit_window_us", &Config::store_commit_window_us, "US",
+     "group commit: how long the store thread waits for more writes before committing; 0-100000"},
+    {"store", "commit_batch", &Config::store_commit_batch, "N", "writes per transaction at most; at least 1"},
+    {"store", "retention_interval_ms", &Config::store_retention_interval_ms, "MS",
+     "how often expired and excess messages are deleted (in small steps); at least 10"},
+    {"store", "retention_batch", &Config::store_retention_batch, "N",
+     "messages deleted per retention step; at least 1"},
 };
 
-constexpr std::string_view kNamespaceKeys[] = {"name", "subscribe", "publish", "history_size", "history_ttl_s"};
+constexpr std::string_view kNamespaceKeys[] = {"name",          "subscribe", "publish",     "history_size",
+                                               "history_ttl_s", "durable",   "latest_value"};
 
 // Thrown inside this file only; load_config turns it into kError.
 class ConfigError : public std::runtime_error {
@@ -395,6 +408,10 @@ NamespacePolicy namespace_from_flag(const std::string& spec) {
         throw ConfigError("namespace.history_ttl_s: " + in_quotes(v) + " is not an integer from 0 to 4294967295" +
                           where);
       p.history_ttl_s = static_cast<uint32_t>(n);
+    } else if (k == "durable") {
+      p.durable = bool_from_text("namespace.durable", v);
+    } else if (k == "latest_value") {
+      p.latest_value = bool_from_text("namespace.latest_value", v);
     } else {
       std::vector<std::string> keys(std::begin(kNamespaceKeys), std::end(kNamespaceKeys));
       for (auto& key : keys) key = "namespace." + key;
@@ -490,6 +507,10 @@ NamespacePolicy namespace_from_toml(const TomlValue& t, size_t index) {
       p.history_size = unsigned_from_toml<size_t>("namespace.history_size", v);
     } else if (k == "history_ttl_s") {
       p.history_ttl_s = unsigned_from_toml<uint32_t>("namespace.history_ttl_s", v);
+    } else if (k == "durable" || k == "latest_value") {
+      if (!v.is_boolean())
+        throw ConfigError("namespace." + k + ": expected true or false, got " + type_name(v) + toml_where(v));
+      (k == "durable" ? p.durable : p.latest_value) = v.as_boolean();
     } else {
       std::vector<std::string> keys(std::begin(kNamespaceKeys), std::end(kNamespaceKeys));
       for (auto& key : keys) key = "namespace." + key;
@@ -696,9 +717,20 @@ void validate(const Config& c) {
                                           std::to_string(c.hard_limit_bytes) + ")");
   check_at_least_1("delivery.batch_bytes", c.batch_bytes);
 
+  // [store]
+  if (c.store_dir.empty()) fail("store.dir", "must not be empty");
+  if (c.store_synchronous != "FULL" && c.store_synchronous != "NORMAL")
+    fail("store.synchronous", in_quotes(c.store_synchronous) + " is not FULL or NORMAL");
+  check_range("store.commit_window_us", c.store_commit_window_us, 0, 100000);
+  check_at_least_1("store.commit_batch", c.store_commit_batch);
+  check_range("store.retention_interval_ms", c.store_retention_interval_ms, 10, 86400000);
+  check_at_least_1("store.retention_batch", c.store_retention_batch);
+
   // [[namespace]]
   for (size_t i = 0; i < c.namespaces.size(); ++i) {
     const std::string& n = c.namespaces[i].name;
+    if (c.namespaces[i].latest_value && !c.namespaces[i].durable)
+      fail("namespace.latest_value", "needs durable = true (namespace " + in_quotes(n) + ")");
     if (!valid_namespace_name(n))
       fail("namespace.name", in_quotes(n) + " is not a namespace name (1-253 of A-Z a-z 0-9 _ . @ / -)");
     for (size_t j = 0; j < i; ++j)
@@ -788,6 +820,7 @@ NamespacePolicy builtin_namespace_policy(std::string_view name) {
   if (name == kUserNamespace) {
     p.history_size = 1000;
     p.history_ttl_s = 86400;
+    p.durable = true;  // the offline inbox
   }
   return p;
 }
@@ -859,6 +892,8 @@ std::string to_toml(const Config& c, Secrets secrets) {
     out += "publish = " + toml_string(to_text(p.publish)) + "\n";
     out += "history_size = " + std::to_string(p.history_size) + "\n";
     out += "history_ttl_s = " + std::to_string(p.history_ttl_s) + "\n";
+    out += std::string("durable = ") + (p.durable ? "true" : "false") + "\n";
+    out += std::string("latest_value = ") + (p.latest_value ? "true" : "false") + "\n";
   }
   return out;
 }
@@ -944,14 +979,16 @@ ConfigResult load(int argc, const char* const* argv, Config& out, std::string& m
   for (const auto& p : defaults.namespaces) {
     ns_default += "\n  name=" + p.name + ",subscribe=" + std::string(to_text(p.subscribe)) +
                   ",publish=" + std::string(to_text(p.publish)) + ",history_size=" + std::to_string(p.history_size) +
-                  ",history_ttl_s=" + std::to_string(p.history_ttl_s);
+                  ",history_ttl_s=" + std::to_string(p.history_ttl_s) + ",durable=" + (p.durable ? "true" : "false") +
+                  ",latest_value=" + (p.latest_value ? "true" : "false");
   }
   CLI::Option* ns_opt = app.add_option(
       "--namespace", CLI::callback_t{},
       wrap("a channel namespace policy (the part of a channel name before its first ':'); repeat for several; "
            "replaces the file's whole [[namespace]] list. Keys: name (required; \"\" = channels without ':'), "
            "subscribe (any|grant|none), publish (none|grant|any), history_size (publications kept), "
-           "history_ttl_s (how long). Omitted keys take the built-in values of that name. For \"user\" "
+           "history_ttl_s (how long; 0 = no limit), durable (true: stored before the publisher's ack), "
+           "latest_value (true: a durable state channel keeping the latest publication per collapse key). Omitted keys take the built-in values of that name. For \"user\" "
            "(personal channels) only the history keys matter: who may subscribe and publish there is fixed. "
            "The built-ins \"\" and \"user\" are added back when left out.",
            74) +

@@ -19,7 +19,7 @@ namespace herald::server {
 // keys default to). Either built-in that a configuration leaves out is added
 // back, so policy_for always has a "":
 //   ""     subscribe=grant, publish=none, history_size=100,  history_ttl_s=300
-//   "user" (personal channels) history_size=1000, history_ttl_s=86400; its
+//   "user" (personal channels) durable, history_size=1000, history_ttl_s=86400; its
 //          subscribe/publish rules are fixed by the server and never read.
 // Any other name gets the "" values under that name.
 NamespacePolicy builtin_namespace_policy(std::string_view name);
@@ -71,6 +71,13 @@ struct Config {
   size_t batch_bytes = 65536;
   uint32_t send_buffer_bytes = 0;  // SO_SNDBUF of client sockets; 0 = the kernel's own sizing
   uint32_t dedup_window_s = 300;
+  // [store] the durable store (SQLite in a local directory)
+  std::string store_dir = "./herald-data";        // created when missing
+  std::string store_synchronous = "FULL";         // FULL (survives power loss) or NORMAL (process crash only)
+  uint32_t store_commit_window_us = 1000;         // group commit: wait this long for more writes
+  size_t store_commit_batch = 2000;               // writes per transaction at most
+  uint32_t store_retention_interval_ms = 1000;    // how often retention runs
+  size_t store_retention_batch = 500;             // messages deleted per retention step
   // [[namespace]] tables; starts as the built-ins ("" then "user").
   std::vector<NamespacePolicy> namespaces = {builtin_namespace_policy(""),
                                              builtin_namespace_policy(kUserNamespace)};

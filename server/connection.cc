@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "server/durable_history.h"
 #include "server/server_context.h"
 
 namespace herald::server {
@@ -180,6 +181,12 @@ void Connection::queue_publication(const PublicationPtr& p) {
   // Queued and shed messages are counted by the lanes (LaneCounters, reported by the loop).
   switch (lanes_.enqueue(p, &frames, prio, monotonic_ms())) {
     case EnqueueOutcome::kQueued:
+      // Receipts: "sent" once queued to one of the user's connections (personal channels).
+      if (ctx.durable != nullptr && namespace_of(p->channel()) == kUserNamespace &&
+          ctx.config->policy_for(p->channel()).durable) {
+        ctx.durable->note_sent(p->channel(), p->offset(), device_key(), unix_ms());
+      }
+      break;
     case EnqueueOutcome::kShed:
       break;
     case EnqueueOutcome::kSlowConsumer:
@@ -192,7 +199,17 @@ void Connection::queue_publication(const PublicationPtr& p) {
   }
 }
 
-void Connection::send_publication(const PublicationPtr& p) noexcept { queue_publication(p); }
+void Connection::send_publication(const PublicationPtr& p) noexcept {
+  queue_publication(p);
+  // A replay (a durable inbox can hold a thousand messages) is queued in one callback:
+  // write as it grows, so the socket takes what it can before the output limits count it.
+  if (!closing_ && !reaped_ && lanes_.queued_bytes() >= loop_->context().output_limits.batch_bytes) flush();
+}
+
+const std::string& Connection::device_key() const noexcept {
+  static const std::string kDefault = "default";
+  return session_.device_id().empty() ? kDefault : session_.device_id();
+}
 
 void Connection::deliver(const PublicationPtr& p) {
   if (closing_) return;
@@ -439,18 +456,51 @@ codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {
   }
   user_ = claims.user_id;
   loop_->add_user(user_, id_);
+  if (ctx.durable != nullptr) ctx.durable->note_device(user_, device_key(), unix_ms());
   return codec::Status::kOk;
 }
 
 SessionSubscribeResult Connection::subscribe(const std::string& channel, bool resume, const std::string& epoch,
                                              uint64_t offset, std::vector<PublicationPtr>& replay) noexcept {
   ServerContext& ctx = loop_->context();
-  SubscribeOutcome o = ctx.hub->subscribe(loop_->index(), channel, resume, epoch, offset, unix_ms(), replay);
+  const NamespacePolicy& policy = ctx.config->policy_for(channel);
+  std::string from_epoch = epoch;
+  uint64_t from = offset;
+  bool implicit = false;
+  if (!resume && policy.durable && ctx.durable != nullptr) {
+    if (namespace_of(channel) == kUserNamespace) {
+      // The offline inbox: a device that does not resume gets what it has not acked
+      // (everything kept, the first time).
+      if (!ctx.durable->ack_cursor(channel, device_key(), from_epoch, from)) {
+        from_epoch.clear();
+        from = 0;
+      }
+      implicit = true;
+    } else if (policy.latest_value) {
+      // A state channel: the snapshot (latest value per key) first, then updates.
+      from_epoch.clear();
+      from = 0;
+      implicit = true;
+    }
+  }
+  const int64_t now = unix_ms();
+  SubscribeOutcome o = ctx.hub->subscribe(loop_->index(), channel, resume || implicit, from_epoch, from, now, replay);
+  if (implicit && codec::ok(o.status) && !o.recovered && o.durable) {
+    // The acked position belongs to a lost history (new epoch): everything kept is unread.
+    std::vector<PublicationPtr> all;
+    if (ctx.durable->read_since(channel, "", 0, now, all)) {
+      for (PublicationPtr& p : all) {
+        if (p->offset() <= o.position.offset) replay.push_back(std::move(p));
+      }
+      o.recovered = true;
+    }
+  }
   SessionSubscribeResult r;
   r.status = o.status;
   r.epoch = o.position.epoch;
   r.offset = o.position.offset;
   r.recovered = o.recovered;
+  r.durable = o.durable;
   if (codec::ok(o.status)) loop_->add_subscriber(channel, id_);
   return r;
 }
@@ -474,23 +524,60 @@ SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {
   d.ttl_s = p.ttl_s;
   d.dismiss_on_read = p.dismiss_on_read;
   d.payload = std::move(p.payload);
-  PublishOutcome o = ctx.hub->publish(std::move(d), unix_ms(), monotonic_ms());
-  if (codec::ok(o.status)) {
-    ctx.metrics->published(PublishSource::kClient);
-    if (o.duplicate) ctx.metrics->dedup_hit();
-  } else {
-    ctx.metrics->publish_error();
+  const auto to_result = [](const PublishOutcome& o, Metrics* m) {
+    if (codec::ok(o.status)) {
+      m->published(PublishSource::kClient);
+      if (o.duplicate) m->dedup_hit();
+    } else {
+      m->publish_error();
+    }
+    SessionPublishResult r;
+    r.status = o.status;
+    r.offset = o.offset;
+    r.epoch = o.epoch;
+    r.duplicate = o.duplicate;
+    return r;
+  };
+  Loop* loop = loop_;
+  const ConnectionId id = id_;
+  const uint64_t rid = p.request_id;
+  std::string channel = d.channel;
+  PublishOutcome o;
+  // Durable: answered once the store committed it, on this loop (the connection may be gone by then).
+  const bool now = ctx.hub->publish(
+      std::move(d), unix_ms(), monotonic_ms(),
+      [loop, id, rid, channel = std::move(channel), to_result](const PublishOutcome& out) {
+        loop->post([id, rid, channel, out, to_result](Loop& l) {
+          SessionPublishResult r = to_result(out, l.context().metrics);
+          if (Connection* c = l.find(id)) c->publish_done(rid, channel, r);
+        });
+      },
+      o);
+  if (!now) {
+    SessionPublishResult r;
+    r.pending = true;
+    return r;
   }
-  SessionPublishResult r;
-  r.status = o.status;
-  r.offset = o.offset;
-  r.epoch = o.epoch;
-  r.duplicate = o.duplicate;
-  return r;
+  return to_result(o, ctx.metrics);
 }
 
-void Connection::on_ack(const std::string&, uint64_t) noexcept {
-  // Live channels keep no per-device state; the durable store (next issue) records acks.
+void Connection::publish_done(uint64_t request_id, const std::string& channel, const SessionPublishResult& r) {
+  if (closing_) return;
+  session_.on_publish_done(request_id, channel, r);
+  after_output();
+}
+
+void Connection::send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id) {
+  if (closing_) return;
+  session_.send_dismiss(channel, offset, message_id);
+  after_output();
+}
+
+void Connection::on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept {
+  // Live channels keep no per-device state; durable ones record receipts and the device's cursor.
+  ServerContext& ctx = loop_->context();
+  if (ctx.durable == nullptr || user_.empty() || !ctx.config->policy_for(channel).durable) return;
+  ctx.durable->note_ack(user_, device_key(), channel, epoch, offset, unix_ms());
 }
 
 }  // namespace herald::server

@@ -40,6 +40,10 @@ class Connection final : public SessionHost {
 
   // A live publication posted to this loop for a channel this connection joined.
   void deliver(const PublicationPtr& p);
+  // A deferred (durable) publish of this connection finished (posted to its loop).
+  void publish_done(uint64_t request_id, const std::string& channel, const SessionPublishResult& r);
+  // Another device of this user read a dismiss-on-read message.
+  void send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id);
   // Writes what is queued (called by the loop's end-of-iteration flush).
   void flush();
   void on_timer();
@@ -57,7 +61,7 @@ class Connection final : public SessionHost {
                                    std::vector<PublicationPtr>& replay) noexcept override;
   void unsubscribe(const std::string& channel) noexcept override;
   SessionPublishResult publish(SessionPublish&& p) noexcept override;
-  void on_ack(const std::string& channel, uint64_t offset) noexcept override;
+  void on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept override;
 
  private:
   static void on_io(evutil_socket_t fd, short what, void* arg);
@@ -70,6 +74,8 @@ class Connection final : public SessionHost {
   void handle_bytes(std::span<const uint8_t> bytes);
   void handle_status(codec::Status s);
   void queue_publication(const PublicationPtr& p);
+  // Receipts are kept per user and device; a client without Hello.device_id is "default".
+  const std::string& device_key() const noexcept;
   void after_output();
   void start_closing(CloseReason reason);
   void finish_if_flushed();

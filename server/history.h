@@ -18,6 +18,8 @@ namespace herald::server {
 struct ChannelOptions {
   size_t history_size = 100;     // publications kept for resume; 0 = none (offsets still count)
   uint32_t history_ttl_s = 300;  // how long each one is kept after append; 0 = no time limit
+  bool durable = false;          // kept in the durable store (the hub's durable History)
+  bool latest_value = false;     // durable state channel: only the latest publication per collapse key is kept
 };
 
 // Where a channel stands: its epoch and the offset of its latest publication.
@@ -80,6 +82,29 @@ class History {
   virtual bool drop_if_idle(std::string_view channel, int64_t now_unix_ms) {
     (void)channel;
     (void)now_unix_ms;
+    return false;
+  }
+
+  // ---- deferred (durable) histories ----
+  // True when append() only reserves the offset: the publication becomes visible
+  // (position, read_since) later, when the implementation's commit hook runs and
+  // the hub calls make_visible(); or it fails and the hub calls rollback().
+  virtual bool deferred() const noexcept { return false; }
+  // Under the channel's hub lock, in offset order: `record` is committed.
+  virtual void make_visible(const PublicationRecord& record) { (void)record; }
+  // Under the channel's hub lock: the commit of `record` failed. Every offset
+  // reserved after the last visible one is released (their publications fail too).
+  virtual void rollback(const PublicationRecord& record) { (void)record; }
+  // Under the channel's hub lock, after the hub's own dedup memory missed: whether
+  // the channel stores a publication with `message_id` created at or after
+  // `since_unix_ms` (e.g. from before a restart). Sets offset and epoch when true.
+  virtual bool find_message_id(std::string_view channel, std::string_view message_id, int64_t since_unix_ms,
+                               uint64_t& offset, std::string& epoch) {
+    (void)channel;
+    (void)message_id;
+    (void)since_unix_ms;
+    (void)offset;
+    (void)epoch;
     return false;
   }
 };

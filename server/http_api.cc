@@ -289,11 +289,15 @@ std::string format_address(const sockaddr_storage& ss) {
 
 enum class Verb : uint8_t { kGet, kPost };
 
+// Routes counted under ApiRoute::kOther in the metrics (they have no ApiRoute of their own).
+enum class Extra : uint8_t { kNone, kMessage, kIntegrity };
+
 struct RouteMatch {
   ApiRoute route = ApiRoute::kOther;
   Verb verb = Verb::kGet;
   bool needs_auth = true;
-  std::string_view raw_user;  // percent-encoded {id} for the user routes
+  std::string_view raw_user;  // percent-encoded {id} for the user and message routes
+  Extra extra = Extra::kNone;
 };
 
 std::optional<RouteMatch> match_route(std::string_view path) {
@@ -302,6 +306,12 @@ std::optional<RouteMatch> match_route(std::string_view path) {
   if (path == "/v1/stats") return RouteMatch{ApiRoute::kStats, Verb::kGet, true, {}};
   if (path == "/healthz") return RouteMatch{ApiRoute::kHealthz, Verb::kGet, false, {}};
   if (path == "/metrics") return RouteMatch{ApiRoute::kMetrics, Verb::kGet, false, {}};
+  if (path == "/v1/admin/integrity") return RouteMatch{ApiRoute::kOther, Verb::kGet, true, {}, Extra::kIntegrity};
+  constexpr std::string_view kMessages = "/v1/messages/";
+  if (path.starts_with(kMessages) && path.size() > kMessages.size() &&
+      path.find('/', kMessages.size()) == std::string_view::npos) {
+    return RouteMatch{ApiRoute::kOther, Verb::kGet, true, path.substr(kMessages.size()), Extra::kMessage};
+  }
   constexpr std::string_view kUsers = "/v1/users/";
   if (path.starts_with(kUsers)) {
     const std::string_view rest = path.substr(kUsers.size());
@@ -344,14 +354,19 @@ struct HttpApi::Impl : std::enable_shared_from_this<HttpApi::Impl> {
   std::optional<ApiError> read_body(evhttp_request* req, json& out, bool allow_empty) const;
   // Publishes a validated request to its channel or users. On a channel
   // publish that failed, `failure` is set; users publishes report per user.
-  json execute(const ApiPublishRequest& r, std::optional<ApiError>& failure);
-  ApiPublishResult publish_counted(const std::string& channel, const ApiPublishRequest& r);
+  // `done(result, failure)` is called once, on the API loop thread, when every
+  // publish of `r` is final (possibly before execute returns).
+  void execute(const ApiPublishRequest& r, std::function<void(json, std::optional<ApiError>)> done);
+  void publish_counted(const std::string& channel, const ApiPublishRequest& r,
+                       std::function<void(ApiPublishResult)> done);
 
   void route_publish(evhttp_request* req);
   void route_batch(evhttp_request* req);
   void route_user_info(evhttp_request* req, const std::string& user);
   void route_disconnect(evhttp_request* req, const std::string& user);
   void route_stats(evhttp_request* req);
+  void route_message(evhttp_request* req, const std::string& id);
+  void route_integrity(evhttp_request* req);
 };
 
 void HttpApi::Impl::on_request(evhttp_request* req, void* arg) noexcept {
@@ -478,6 +493,19 @@ void HttpApi::Impl::handle(evhttp_request* req) {
     }
   }
 
+  if (m->extra == Extra::kIntegrity) return route_integrity(req);
+  if (m->extra == Extra::kMessage) {
+    size_t len = 0;
+    char* decoded = evhttp_uridecode(std::string(m->raw_user).c_str(), 0, &len);
+    if (decoded == nullptr) throw std::bad_alloc();
+    std::string id(decoded, len);
+    std::free(decoded);
+    if (id.empty() || id.size() > kMaxFieldBytes) {
+      reply_error(req, invalid("message id: 1 to " + std::to_string(kMaxFieldBytes) + " bytes"), m->route);
+      return;
+    }
+    return route_message(req, id);
+  }
   switch (m->route) {
     case ApiRoute::kPublish: return route_publish(req);
     case ApiRoute::kPublishBatch: return route_batch(req);
@@ -494,44 +522,73 @@ void HttpApi::Impl::handle(evhttp_request* req) {
   reply_error(req, status_error(Status::kInternal, "unrouted request"), ApiRoute::kOther);
 }
 
-ApiPublishResult HttpApi::Impl::publish_counted(const std::string& channel, const ApiPublishRequest& r) {
-  ApiPublishResult res = backend->publish_one(channel, r);
-  if (res.status == Status::kOk) {
-    metrics->published(PublishSource::kApi);
-    if (res.duplicate) metrics->dedup_hit();
-  } else {
-    metrics->publish_error();
-  }
-  if (res.channel.empty()) res.channel = channel;
-  return res;
+void HttpApi::Impl::publish_counted(const std::string& channel, const ApiPublishRequest& r,
+                                    std::function<void(ApiPublishResult)> done) {
+  Metrics* m = metrics;
+  backend->publish_async(channel, r, [m, channel, done = std::move(done)](ApiPublishResult res) {
+    if (res.status == Status::kOk) {
+      m->published(PublishSource::kApi);
+      if (res.duplicate) m->dedup_hit();
+    } else {
+      m->publish_error();
+    }
+    if (res.channel.empty()) res.channel = channel;
+    done(std::move(res));
+  });
 }
 
-json HttpApi::Impl::execute(const ApiPublishRequest& r, std::optional<ApiError>& failure) {
-  auto failed = [](const ApiPublishResult& res) {
-    return status_error(res.status, "publish to " + res.channel + " failed: " + std::string(codec::describe(res.status)));
-  };
+namespace {
+
+ApiError publish_failed(const ApiPublishResult& res) {
+  std::string text = "publish to " + res.channel + " failed: " + std::string(codec::describe(res.status));
+  return status_error(res.status, std::move(text));
+}
+
+json publish_json(const ApiPublishResult& res) {
+  return json{{"channel", res.channel}, {"offset", res.offset}, {"epoch", res.epoch}, {"duplicate", res.duplicate}};
+}
+
+}  // namespace
+
+void HttpApi::Impl::execute(const ApiPublishRequest& r, std::function<void(json, std::optional<ApiError>)> done) {
   if (!r.channel.empty()) {
-    const ApiPublishResult res = publish_counted(r.channel, r);
-    if (res.status != Status::kOk) {
-      failure = failed(res);
-      return json{{"error", error_object(*failure)}};
-    }
-    return json{{"channel", res.channel}, {"offset", res.offset}, {"epoch", res.epoch}, {"duplicate", res.duplicate}};
+    publish_counted(r.channel, r, [done = std::move(done)](ApiPublishResult res) {
+      if (res.status != Status::kOk) {
+        const ApiError e = publish_failed(res);
+        done(json{{"error", error_object(e)}}, e);
+        return;
+      }
+      done(publish_json(res), std::nullopt);
+    });
+    return;
   }
-  json results = json::array();
-  for (const std::string& user : r.users) {
-    const ApiPublishResult res = publish_counted("user:" + user, r);
-    if (res.status != Status::kOk) {
-      results.push_back({{"user", user}, {"channel", res.channel}, {"error", error_object(failed(res))}});
-    } else {
-      results.push_back({{"user", user},
-                         {"channel", res.channel},
-                         {"offset", res.offset},
-                         {"epoch", res.epoch},
-                         {"duplicate", res.duplicate}});
-    }
+  // One answer per user, in the request's order, once all arrived.
+  struct Gather {
+    std::vector<json> results;
+    size_t remaining;
+    std::function<void(json, std::optional<ApiError>)> done;
+  };
+  auto g = std::make_shared<Gather>();
+  g->results.resize(r.users.size());
+  g->remaining = r.users.size();
+  g->done = std::move(done);
+  for (size_t i = 0; i < r.users.size(); ++i) {
+    const std::string user = r.users[i];
+    publish_counted("user:" + user, r, [g, i, user](ApiPublishResult res) {
+      if (res.status != Status::kOk) {
+        g->results[i] = json{{"user", user}, {"channel", res.channel}, {"error", error_object(publish_failed(res))}};
+      } else {
+        json j = publish_json(res);
+        j["user"] = user;
+        g->results[i] = std::move(j);
+      }
+      if (--g->remaining == 0) {
+        json all = json::array();
+        for (auto& x : g->results) all.push_back(std::move(x));
+        g->done(json{{"results", std::move(all)}}, std::nullopt);
+      }
+    });
   }
-  return json{{"results", std::move(results)}};
 }
 
 void HttpApi::Impl::route_publish(evhttp_request* req) {
@@ -539,10 +596,20 @@ void HttpApi::Impl::route_publish(evhttp_request* req) {
   if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublish);
   ApiPublishRequest r;
   if (auto e = parse_publish(body, config, "", r)) return reply_error(req, *e, ApiRoute::kPublish);
-  std::optional<ApiError> failure;
-  json result = execute(r, failure);
-  if (failure) return reply_error(req, *failure, ApiRoute::kPublish);
-  reply_json(req, 200, result, ApiRoute::kPublish);
+  std::weak_ptr<Impl> self = weak_from_this();
+  execute(r, [self, req](json result, std::optional<ApiError> failure) {
+    const auto api = self.lock();
+    if (!api) return;  // the HttpApi (and with it the request) is gone
+    try {
+      if (failure) {
+        api->reply_error(req, *failure, ApiRoute::kPublish);
+      } else {
+        api->reply_json(req, 200, result, ApiRoute::kPublish);
+      }
+    } catch (...) {
+      logger()->warn("http api: could not send a publish answer");
+    }
+  });
 }
 
 void HttpApi::Impl::route_batch(evhttp_request* req) {
@@ -569,16 +636,66 @@ void HttpApi::Impl::route_batch(evhttp_request* req) {
                                " publishes (channels plus users) per request"),
                        ApiRoute::kPublishBatch);
 
-  json results = json::array();
+  // Every message goes to the hub now (durable ones share group commits); the
+  // answer goes out once all of them are final.
+  struct Gather {
+    std::vector<json> results;
+    size_t remaining;
+  };
+  auto g = std::make_shared<Gather>();
+  g->results.resize(parsed.size());
+  g->remaining = parsed.size() + 1;  // +1: held until every publish was started
+  std::weak_ptr<Impl> self = weak_from_this();
+  auto finish = [g, self, req] {
+    if (--g->remaining != 0) return;
+    const auto api = self.lock();
+    if (!api) return;
+    json all = json::array();
+    for (auto& x : g->results) all.push_back(std::move(x));
+    try {
+      api->reply_json(req, 200, json{{"results", std::move(all)}}, ApiRoute::kPublishBatch);
+    } catch (...) {
+      logger()->warn("http api: could not send a batch answer");
+    }
+  };
   for (size_t i = 0; i < parsed.size(); ++i) {
     if (errors[i]) {
-      results.push_back({{"error", error_object(*errors[i])}});
+      g->results[i] = json{{"error", error_object(*errors[i])}};
+      finish();
       continue;
     }
-    std::optional<ApiError> failure;
-    results.push_back(execute(parsed[i], failure));
+    execute(parsed[i], [g, i, finish](json result, std::optional<ApiError>) {
+      g->results[i] = std::move(result);
+      finish();
+    });
   }
-  reply_json(req, 200, json{{"results", std::move(results)}}, ApiRoute::kPublishBatch);
+  finish();
+}
+
+void HttpApi::Impl::route_message(evhttp_request* req, const std::string& id) {
+  std::weak_ptr<Impl> self = weak_from_this();
+  backend->message_receipts(id, [self, req](int status, json body) {
+    const auto api = self.lock();
+    if (!api) return;
+    try {
+      api->reply_json(req, status, body, ApiRoute::kOther);
+    } catch (...) {
+      logger()->warn("http api: could not send a receipt answer");
+    }
+  });
+}
+
+void HttpApi::Impl::route_integrity(evhttp_request* req) {
+  std::weak_ptr<Impl> self = weak_from_this();
+  backend->integrity_check([self, req](int status, json body) {
+    const auto api = self.lock();
+    if (!api) return;
+    try {
+      api->reply_json(req, status, body, ApiRoute::kOther);
+    } catch (...) {
+      logger()->warn("http api: could not send the integrity answer");
+    }
+  });
 }
 
 namespace {

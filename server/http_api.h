@@ -60,6 +60,26 @@ class ApiBackend {
   // how many were closed. Same rules for `done` as user_info.
   virtual void disconnect_user(const std::string& user, codec::Status code, const std::string& reason,
                                std::function<void(size_t connections)> done) = 0;
+  // Asynchronous publish: `done` gets the final result exactly once on the API loop
+  // thread (for a durable channel, after the store committed it). The default
+  // answers with publish_one at once.
+  virtual void publish_async(const std::string& channel, const ApiPublishRequest& r,
+                             std::function<void(ApiPublishResult)> done) {
+    done(publish_one(channel, r));
+  }
+  // GET /v1/messages/{id}: the receipts of every stored message with that
+  // publisher id; `done(http_status, body)` once, on the API loop thread. The
+  // default answers 404 (no durable store).
+  virtual void message_receipts(const std::string& message_id, std::function<void(int, nlohmann::json)> done) {
+    (void)message_id;
+    done(404, nlohmann::json{{"error", {{"code", 0}, {"name", "not_found"}, {"message", "no durable store"},
+                                        {"temporary", false}}}});
+  }
+  // GET /v1/admin/integrity: the store's integrity check; same rules for `done`.
+  virtual void integrity_check(std::function<void(int, nlohmann::json)> done) {
+    done(404, nlohmann::json{{"error", {{"code", 0}, {"name", "not_found"}, {"message", "no durable store"},
+                                        {"temporary", false}}}});
+  }
   // Hub stats, loops, uptime: merged into GET /v1/stats over metrics.stats_json()
   // (objects are merged key by key; on a clash of non-objects the backend wins).
   virtual nlohmann::json server_stats() = 0;

@@ -26,7 +26,9 @@ struct NamespacePolicy {
   Subscribe subscribe = Subscribe::kGrant;
   Publish publish = Publish::kNone;
   size_t history_size = 100;         // publications kept for resume (0 = none)
-  uint32_t history_ttl_s = 300;      // how long they are kept
+  uint32_t history_ttl_s = 300;      // how long they are kept (0 = no time limit)
+  bool durable = false;              // stored in the durable store before the publisher's ack
+  bool latest_value = false;         // durable state channel: only the latest publication per collapse key
 
   bool operator==(const NamespacePolicy&) const = default;
 };

@@ -104,6 +104,8 @@ Server::Server(Config config) : config_(std::move(config)) {
         ChannelOptions o;
         o.history_size = p.history_size;
         o.history_ttl_s = p.history_ttl_s;
+        o.durable = p.durable;
+        o.latest_value = p.latest_value;
         return o;
       },
       uint64_t{config_.dedup_window_s} * 1000, hub_limits);
@@ -143,6 +145,8 @@ Server::Server(Config config) : config_(std::move(config)) {
 
 Server::~Server() {
   for (auto& loop : loops_) loop->join();
+  if (durable_) durable_->stop();  // commits what is queued; its hooks use the hub and loops
+  for (auto& t : workers_) t.join();
   loops_.clear();
   api_.reset();
   if (tcp_listener_ != nullptr) evconnlistener_free(tcp_listener_);
@@ -205,6 +209,7 @@ bool Server::start(std::string& error) {
   }
   started_ms_ = monotonic_ms();
   if (!load_dictionary(error)) return false;
+  if (!open_store(error)) return false;
   if (!config_.tls.empty() || (config_.ws_tls && !config_.ws.empty())) {
     std::string tls_error;
     context_.ssl_ctx = make_tls_context(config_.tls_cert_file, config_.tls_key_file, tls_error);
@@ -287,9 +292,49 @@ bool Server::write_ready_file(std::string& error) {
   return true;
 }
 
+bool Server::open_store(std::string& error) {
+  SqliteSettings ss;
+  ss.dir = config_.store_dir;
+  ss.synchronous_full = config_.store_synchronous == "FULL";
+  store_ = std::make_unique<SqliteStore>(ss);
+  const uint64_t t0 = monotonic_ms();
+  if (!store_->open(error)) return false;
+  DurableSettings ds;
+  ds.commit_window_us = config_.store_commit_window_us;
+  ds.commit_batch = config_.store_commit_batch;
+  ds.retention_interval_ms = config_.store_retention_interval_ms;
+  ds.retention_batch = config_.store_retention_batch;
+  ds.dedup_lookback_until_ms = unix_ms() + int64_t{config_.dedup_window_s} * 1000;
+  durable_ = std::make_unique<DurableHistory>(*store_, ds);
+  if (!durable_->load(error)) return false;
+  hub_->set_durable(durable_.get());
+  context_.durable = durable_.get();
+  durable_->start([this](const PublicationPtr& record, bool committed) { hub_->on_committed(record, committed); },
+                  [this](std::vector<DismissNotice>&& notices) { on_dismiss(std::move(notices)); });
+  spdlog::get("server")->info("store: {} (synchronous={}) opened in {} ms", store_->path(), config_.store_synchronous,
+                              monotonic_ms() - t0);
+  return true;
+}
+
+void Server::on_dismiss(std::vector<DismissNotice>&& notices) {
+  // Store thread: hand each notice to every loop; each finds the user's other devices there.
+  auto shared = std::make_shared<const std::vector<DismissNotice>>(std::move(notices));
+  for (auto& loop : loops_) {
+    loop->post([shared](Loop& l) {
+      for (const DismissNotice& n : *shared) {
+        for (Connection* c : l.connections_of(n.user)) {
+          const std::string& dev = c->session().device_id().empty() ? std::string("default") : c->session().device_id();
+          if (dev != n.device) c->send_dismiss(n.channel, n.offset, n.message_id);
+        }
+      }
+    });
+  }
+}
+
 int Server::run() {
   event_base_dispatch(base_);
   for (auto& loop : loops_) loop->join();
+  if (durable_) durable_->stop();
   spdlog::get("server")->info("heraldd stopped");
   return 0;
 }
@@ -446,6 +491,102 @@ ApiPublishResult Server::publish_one(const std::string& channel, const ApiPublis
   return out;
 }
 
+void Server::publish_async(const std::string& channel, const ApiPublishRequest& r,
+                           std::function<void(ApiPublishResult)> done) {
+  auto result = [channel](const PublishOutcome& o) {
+    ApiPublishResult out;
+    out.channel = channel;
+    out.status = o.status;
+    out.offset = o.offset;
+    out.epoch = o.epoch;
+    out.duplicate = o.duplicate;
+    return out;
+  };
+  if (shutting_down_) {
+    ApiPublishResult out;
+    out.channel = channel;
+    out.status = codec::Status::kGoingAway;
+    done(out);
+    return;
+  }
+  PublishDraft d;
+  d.channel = channel;
+  d.message_id = r.message_id;
+  d.type = r.type;
+  d.content_type = r.content_type;
+  d.collapse_key = r.collapse_key;
+  d.priority = r.priority;
+  d.ttl_s = r.ttl_s;
+  d.dismiss_on_read = r.dismiss_on_read;
+  d.payload = r.payload;
+  PublishOutcome o;
+  auto shared_done = std::make_shared<std::function<void(ApiPublishResult)>>(std::move(done));
+  // Durable: the answer comes from the store thread after the commit; the reply is made on this (API) thread.
+  const bool now = hub_->publish(
+      std::move(d), unix_ms(), monotonic_ms(),
+      [this, shared_done, result](const PublishOutcome& out) {
+        post_main([shared_done, res = result(out)] { (*shared_done)(res); });
+      },
+      o);
+  if (now) (*shared_done)(result(o));
+}
+
+void Server::message_receipts(const std::string& message_id, std::function<void(int, nlohmann::json)> done) {
+  // A few indexed reads on a reader connection: quick enough for the API loop.
+  std::vector<MessageReceipt> rs;
+  if (!store_ || !store_->receipts(message_id, unix_ms(), rs)) {
+    done(503, nlohmann::json{{"error",
+                              {{"code", static_cast<int>(codec::Status::kStorageUnavailable)},
+                               {"name", "kStorageUnavailable"},
+                               {"message", "the store could not be read"},
+                               {"temporary", true}}}});
+    return;
+  }
+  if (rs.empty()) {
+    done(404, nlohmann::json{{"error",
+                              {{"code", 0},
+                               {"name", "not_found"},
+                               {"message", "no stored message has this id (never published to a durable channel, "
+                                           "replaced by its collapse key, or deleted by retention)"},
+                               {"temporary", false}}}});
+    return;
+  }
+  nlohmann::json list = nlohmann::json::array();
+  for (const MessageReceipt& m : rs) {
+    nlohmann::json devices = nlohmann::json::array();
+    for (const DeviceReceipt& d : m.devices) {
+      nlohmann::json j = {{"device", d.device}, {"state", d.state}};
+      if (d.sent_ms > 0) j["sent_at_ms"] = d.sent_ms;
+      if (d.acked_ms > 0) j["acked_at_ms"] = d.acked_ms;
+      if (d.dismissed_ms > 0) j["dismissed_at_ms"] = d.dismissed_ms;
+      devices.push_back(std::move(j));
+    }
+    nlohmann::json j = {{"channel", m.channel},     {"offset", m.offset},   {"epoch", m.epoch},
+                        {"created_at_ms", m.created_ms}, {"dismiss_on_read", m.dismiss_on_read},
+                        {"devices", std::move(devices)}};
+    if (m.expires_ms > 0) j["expires_at_ms"] = m.expires_ms;
+    list.push_back(std::move(j));
+  }
+  done(200, nlohmann::json{{"message_id", message_id}, {"messages", std::move(list)}});
+}
+
+void Server::integrity_check(std::function<void(int, nlohmann::json)> done) {
+  if (!store_) {
+    done(503, nlohmann::json{{"error", {{"code", 605}, {"name", "kStorageUnavailable"}, {"message", "no store"},
+                                        {"temporary", true}}}});
+    return;
+  }
+  // PRAGMA integrity_check reads the whole database: run it off the API loop.
+  workers_.emplace_back([this, done = std::move(done)]() mutable {
+    const uint64_t t0 = monotonic_ms();
+    const std::string result = store_->integrity_check();
+    const uint64_t took = monotonic_ms() - t0;
+    post_main([done = std::move(done), result, took] {
+      done(200, nlohmann::json{{"ok", result == "ok"}, {"result", result}, {"took_ms", took}});
+    });
+  });
+}
+
 namespace {
 
 // Collects one answer per loop, then calls `done` on the main loop.
@@ -505,7 +646,16 @@ nlohmann::json Server::server_stats() {
   const ChannelHub::Stats hs = hub_->stats();
   nlohmann::json loops = nlohmann::json::array();
   for (auto& loop : loops_) loops.push_back({{"index", loop->index()}, {"connections", loop->connection_count()}});
+  nlohmann::json store = nullptr;
+  if (durable_) {
+    const DurableStats ds = durable_->stats();
+    store = {{"commits", ds.commits},           {"commit_failures", ds.commit_failures},
+             {"writes", ds.writes},             {"queue", ds.queue},
+             {"last_commit_us", ds.last_commit_us}, {"max_batch", ds.max_batch},
+             {"retention_deleted", ds.retention_deleted}};
+  }
   return {{"uptime_s", (monotonic_ms() - started_ms_) / 1000},
+          {"store", store},
           {"connections_open", limiter_->total()},
           {"loops", loops},
           {"hub",

@@ -11,10 +11,13 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server/channel_hub.h"
 #include "server/config.h"
+#include "server/durable_history.h"
+#include "server/sqlite_store.h"
 #include "server/http_api.h"
 #include "server/loop.h"
 #include "server/memory_history.h"
@@ -43,6 +46,10 @@ class Server final : public ApiBackend, public DeliverySink {
 
   // ---- ApiBackend (API loop thread) ----
   ApiPublishResult publish_one(const std::string& channel, const ApiPublishRequest& r) override;
+  void publish_async(const std::string& channel, const ApiPublishRequest& r,
+                     std::function<void(ApiPublishResult)> done) override;
+  void message_receipts(const std::string& message_id, std::function<void(int, nlohmann::json)> done) override;
+  void integrity_check(std::function<void(int, nlohmann::json)> done) override;
   void user_info(const std::string& user, std::function<void(nlohmann::json)> done) override;
   void disconnect_user(const std::string& user, codec::Status code, const std::string& reason,
                        std::function<void(size_t)> done) override;
@@ -62,11 +69,16 @@ class Server final : public ApiBackend, public DeliverySink {
   void accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws);
   void begin_shutdown();
   bool write_ready_file(std::string& error);
+  bool open_store(std::string& error);
+  void on_dismiss(std::vector<DismissNotice>&& notices);
 
   Config config_;
   Metrics metrics_;
   ServerContext context_;
   std::unique_ptr<MemoryHistory> history_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<DurableHistory> durable_;
+  std::vector<std::thread> workers_;  // admin work off the API loop (integrity check); joined at the end
   std::unique_ptr<ChannelHub> hub_;
   std::unique_ptr<ConnectionLimiter> limiter_;
   std::vector<std::unique_ptr<Loop>> loops_;

@@ -23,6 +23,7 @@
 namespace herald::server {
 
 class Loop;
+class DurableHistory;
 
 // Connection counts in total, per IP address and per user, shared by the
 // acceptor and every loop. Thread-safe.
@@ -52,6 +53,7 @@ struct ServerContext {
   WsSettings ws_settings;
   std::unique_ptr<JwtVerifier> verifier;
   ChannelHub* hub = nullptr;
+  DurableHistory* durable = nullptr;  // receipts, acks, inbox cursors (null: no durable store)
   Metrics* metrics = nullptr;
   OutputLimits output_limits;
   SharedEncoding shared_encoding;

@@ -365,6 +365,7 @@ Status Session::on_publish(const codec::InboundMessage& m) noexcept {
     return fatal_;
   }
   SessionPublish p;
+  p.request_id = rid;
   p.channel = req.channel();  // copied: PublishOk echoes it
   p.message_id = std::move(*req.mutable_message_id());
   p.type = std::move(*req.mutable_type());
@@ -376,19 +377,33 @@ Status Session::on_publish(const codec::InboundMessage& m) noexcept {
   p.dismiss_on_read = req.dismiss_on_read();
   p.payload = std::move(*req.mutable_payload());
   SessionPublishResult r = host_->publish(std::move(p));
-  if (stopped()) return fatal_;
+  if (stopped() || r.pending) return fatal_;
+  on_publish_done(rid, req.channel(), r);
+  return fatal_;
+}
+
+void Session::on_publish_done(uint64_t request_id, const std::string& channel, const SessionPublishResult& r) noexcept {
+  if (stopped() || state_ != State::kReady) return;
   if (!codec::ok(r.status)) {
-    reject(rid, r.status, codec::describe(r.status));
-    return fatal_;
+    reject(request_id, r.status, codec::describe(r.status));
+    return;
   }
   v1::PublishOk ok;
-  ok.set_request_id(rid);
-  ok.set_channel(req.channel());
+  ok.set_request_id(request_id);
+  ok.set_channel(channel);
   ok.set_offset(r.offset);
   ok.set_epoch(r.epoch);
   ok.set_duplicate(r.duplicate);
   send(ok, FrameType::kPublishOk);
-  return fatal_;
+}
+
+void Session::send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id) noexcept {
+  if (stopped() || state_ != State::kReady) return;
+  v1::Dismiss d;
+  d.set_channel(channel);
+  d.set_offset(offset);
+  d.set_message_id(message_id);
+  send(d, FrameType::kDismiss);
 }
 
 Status Session::on_ack(const codec::InboundMessage& m) noexcept {
@@ -398,7 +413,7 @@ Status Session::on_ack(const codec::InboundMessage& m) noexcept {
   // the highest offset sent.
   Subscription* sub = find(ack.channel());
   if (sub == nullptr) return fatal_;
-  host_->on_ack(sub->channel, std::min(ack.offset(), sub->last_offset));
+  host_->on_ack(sub->channel, sub->epoch, std::min(ack.offset(), sub->last_offset));
   return fatal_;
 }
 

@@ -42,6 +42,7 @@ struct SessionConfig {
 
 // A client's Publish, checked (request_id, channel name, permission) and ready for the hub.
 struct SessionPublish {
+  uint64_t request_id = 0;  // for a deferred answer (Session::on_publish_done)
   std::string channel, message_id, type, content_type, collapse_key;
   int priority = 3;        // 0..3 (P0..P3); values outside that arrive as 3
   uint32_t ttl_s = 0;
@@ -54,6 +55,9 @@ struct SessionPublishResult {
   uint64_t offset = 0;
   std::string epoch;
   bool duplicate = false;
+  // true: durable publish waiting for its commit; the host later calls
+  // Session::on_publish_done with the final result (nothing is sent now).
+  bool pending = false;
 };
 
 struct SessionSubscribeResult {
@@ -87,8 +91,9 @@ class SessionHost {
   // are still queued (none may follow UnsubscribeOk, §10.5). Only called for joined channels.
   virtual void unsubscribe(const std::string& channel) noexcept = 0;
   virtual SessionPublishResult publish(SessionPublish&& p) noexcept = 0;
-  // Only for subscribed channels, with the offset capped at the highest one sent (§10.6).
-  virtual void on_ack(const std::string& channel, uint64_t offset) noexcept = 0;
+  // Only for subscribed channels, with the offset capped at the highest one sent (§10.6);
+  // `epoch` is the subscription's epoch.
+  virtual void on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept = 0;
 };
 
 // One connection's protocol state. Loop thread only; not copyable or movable
@@ -140,6 +145,13 @@ class Session {
   // A publication whose body is larger than the client's max message size returns false
   // and makes the session fatal with kMessageTooLarge (§10.7; its Error is queued).
   bool wants(const PublicationRecord& p) noexcept;
+
+  // The final answer of a publish the host left pending: PublishOk, or a
+  // request-level Error. Ignored once fatal or closed.
+  void on_publish_done(uint64_t request_id, const std::string& channel, const SessionPublishResult& r) noexcept;
+  // Queues Dismiss(channel, offset, message_id) (another device of the user read it).
+  // Only while READY; ignored otherwise.
+  void send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id) noexcept;
 
   // Server-initiated close: queues GoAway (after Welcome; before it an Error) with `code`
   // (kOk means kGoingAway) and moves to CLOSING; fatal() becomes `code`. No-op once

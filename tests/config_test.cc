@@ -646,12 +646,20 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.batch_bytes = 9;
   c.send_buffer_bytes = 12;
   c.dedup_window_s = 10;
+  c.store_dir = "/var/lib/herald data";
+  c.store_synchronous = "NORMAL";
+  c.store_commit_window_us = 0;
+  c.store_commit_batch = 11;
+  c.store_retention_interval_ms = 12;
+  c.store_retention_batch = 13;
   NamespacePolicy news;
   news.name = "news";
   news.subscribe = NamespacePolicy::Subscribe::kAny;
   news.publish = NamespacePolicy::Publish::kAny;
   news.history_size = 0;
   news.history_ttl_s = 1;
+  news.durable = true;
+  news.latest_value = true;
   NamespacePolicy user = builtin_namespace_policy("user");
   user.history_size = 2;
   NamespacePolicy deflt = builtin_namespace_policy("");
@@ -671,7 +679,8 @@ TEST_F(ConfigTest, ToTomlRoundTrips) {
     std::string line;
     while (std::getline(defaults, line)) {
       if (line.empty() || line[0] == '#' || line[0] == '[' || line.rfind("name = ", 0) == 0) continue;
-      if (line.rfind("history_", 0) == 0 || line.rfind("subscribe", 0) == 0 || line.rfind("publish", 0) == 0)
+      if (line.rfind("history_", 0) == 0 || line.rfind("subscribe", 0) == 0 || line.rfind("publish", 0) == 0 ||
+          line.rfind("durable", 0) == 0 || line.rfind("latest_value", 0) == 0)
         continue;  // namespace lines repeat across namespaces
       EXPECT_EQ(other.find(line + "\n"), std::string::npos) << "unchanged: " << line;
     }
@@ -684,6 +693,35 @@ TEST_F(ConfigTest, ToTomlRoundTrips) {
     EXPECT_EQ(loaded, original);
     EXPECT_EQ(to_toml(loaded), to_toml(original));
   }
+}
+
+TEST_F(ConfigTest, StoreSettingsAndDurableNamespacesAreValidated) {
+  Config c;
+  std::string msg;
+  EXPECT_EQ(run({"--store.synchronous", "OFF"}, c, msg), ConfigResult::kError);
+  EXPECT_EQ(msg, "store.synchronous: \"OFF\" is not FULL or NORMAL");
+  EXPECT_EQ(run({"--store.dir", ""}, c, msg), ConfigResult::kError);
+  EXPECT_EQ(msg, "store.dir: must not be empty");
+  EXPECT_EQ(run({"--store.commit_window_us", "100001"}, c, msg), ConfigResult::kError);
+  EXPECT_EQ(msg, "store.commit_window_us: 100001 is outside 0-100000");
+  EXPECT_EQ(run({"--store.commit_batch", "0"}, c, msg), ConfigResult::kError);
+  EXPECT_EQ(msg, "store.commit_batch: must be at least 1");
+  EXPECT_EQ(run({"--namespace", "name=md,latest_value=true"}, c, msg), ConfigResult::kError);
+  EXPECT_EQ(msg, "namespace.latest_value: needs durable = true (namespace \"md\")");
+  EXPECT_EQ(run({"--namespace", "name=md,durable=maybe"}, c, msg), ConfigResult::kError);
+  EXPECT_EQ(msg, "namespace.durable: \"maybe\" is not true or false");
+
+  ASSERT_EQ(run({"--namespace", "name=md,durable=true,latest_value=true"}, c, msg), ConfigResult::kRun) << msg;
+  EXPECT_TRUE(c.policy_for("md:x").durable);
+  EXPECT_TRUE(c.policy_for("md:x").latest_value);
+  EXPECT_TRUE(c.policy_for("user:1").durable);  // the built-in inbox, added back
+  EXPECT_FALSE(c.policy_for("news").durable);
+  EXPECT_EQ(c.store_dir, "./herald-data");
+  EXPECT_EQ(c.store_synchronous, "FULL");
+
+  const std::string file = write("durable.toml", "[[namespace]]\nname = \"md\"\ndurable = 1\n");
+  EXPECT_EQ(run({"--config", file}, c, msg), ConfigResult::kError);
+  EXPECT_NE(msg.find("namespace.durable: expected true or false, got an integer"), std::string::npos) << msg;
 }
 
 TEST_F(ConfigTest, RedactedTomlHidesOnlyNonDefaultSecrets) {

@@ -71,6 +71,23 @@ class FakeBackend : public ApiBackend {
     return res;
   }
 
+  // Like the server's durable path: the answer comes later, from the loop (kAsync),
+  // so every publish test also checks that replies wait for all answers.
+  void publish_async(const std::string& channel, const ApiPublishRequest& r,
+                     std::function<void(ApiPublishResult)> done) override {
+    ApiPublishResult res = publish_one(channel, r);
+    Mode mode;
+    {
+      std::lock_guard lock(mu_);
+      mode = mode_;
+    }
+    if (mode == Mode::kHold) {
+      done(res);
+      return;
+    }
+    answer([done = std::move(done), res] { done(res); });
+  }
+
   void user_info(const std::string& user, std::function<void(json)> done) override {
     {
       std::lock_guard lock(mu_);
@@ -436,6 +453,22 @@ TEST_F(HttpApiTest, AuthRightKeyInEitherHeader) {
                 .status,
             200);
   EXPECT_EQ(backend_->published().size(), 6u);
+}
+
+// Backends without a durable store answer the store routes 404; they need the key.
+TEST_F(HttpApiTest, StoreRoutesWithoutAStoreAre404AndNeedTheKey) {
+  const std::string key = std::string("X-API-Key: ") + kKey;
+  for (const char* path : {"/v1/messages/m-1", "/v1/admin/integrity"}) {
+    const Response r = request(port_, "GET", path, "", {key});
+    EXPECT_EQ(r.status, 404) << path;
+    EXPECT_EQ(r.js()["error"]["name"], "not_found") << path;
+    EXPECT_EQ(request(port_, "GET", path, "", {}).status, 401) << path;
+    EXPECT_EQ(request(port_, "POST", path, "{}", {key}).status, 405) << path;
+  }
+  EXPECT_EQ(request(port_, "GET", "/v1/messages/", "", {key}).status, 404);  // no id: no route
+  EXPECT_EQ(request(port_, "GET", "/v1/messages/a/b", "", {key}).status, 404);
+  const std::string long_id(300, 'x');
+  EXPECT_EQ(request(port_, "GET", "/v1/messages/" + long_id, "", {key}).status, 400);
 }
 
 // ---------------------------------------------------------------- publish

@@ -117,7 +117,9 @@ class FakeHost : public SessionHost {
     publishes.push_back(std::move(p));
     return publish_result;
   }
-  void on_ack(const std::string& channel, uint64_t offset) noexcept override { acks.emplace_back(channel, offset); }
+  void on_ack(const std::string& channel, const std::string&, uint64_t offset) noexcept override {
+    acks.emplace_back(channel, offset);
+  }
 
  private:
   codec::CodecContext client_ctx_;
@@ -831,6 +833,38 @@ TEST_F(SessionTest, PublishPriorityAndHostErrors) {
   expect_rejected(4, Status::kStorageUnavailable);
   EXPECT_TRUE(session->subscriptions().empty());
   expect_alive();
+}
+
+TEST_F(SessionTest, DeferredPublishIsAnsweredWhenTheHostFinishesIt) {
+  handshake();
+  take();
+  host->publish_result = {Status::kOk, 0, "", false, /*pending=*/true};
+  ASSERT_EQ(feed(publish_msg(5, "news:all")), Status::kOk);
+  EXPECT_TRUE(take().empty());  // nothing until the store committed it
+  ASSERT_EQ(host->publishes.size(), 1u);
+  EXPECT_EQ(host->publishes[0].request_id, 5u);
+  session->on_publish_done(5, "news:all", {Status::kOk, 12, "ep", false});
+  auto out = take();
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].type, FrameType::kPublishOk);
+  EXPECT_EQ(out[0].as<v1::PublishOk>().request_id(), 5u);
+  EXPECT_EQ(out[0].as<v1::PublishOk>().offset(), 12u);
+  EXPECT_EQ(out[0].as<v1::PublishOk>().channel(), "news:all");
+  ASSERT_EQ(feed(publish_msg(6, "news:all")), Status::kOk);
+  session->on_publish_done(6, "news:all", {Status::kStorageUnavailable, 0, "", false});
+  expect_rejected(6, Status::kStorageUnavailable);
+  session->send_dismiss("user:u", 3, "m3");
+  out = take();
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].type, FrameType::kDismiss);
+  EXPECT_EQ(out[0].as<v1::Dismiss>().offset(), 3u);
+  EXPECT_EQ(out[0].as<v1::Dismiss>().message_id(), "m3");
+  expect_alive();
+  // After the session closed, late answers send nothing.
+  session->on_closed();
+  session->on_publish_done(7, "news:all", {Status::kOk, 13, "ep", false});
+  session->send_dismiss("user:u", 4, "m4");
+  EXPECT_TRUE(take().empty());
 }
 
 TEST_F(SessionTest, AlreadySubscribedAndTooManySubscriptions) {

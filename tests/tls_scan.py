@@ -44,7 +44,7 @@ def start_server(heraldd, work):
     proc = subprocess.Popen([heraldd, "--listen.tcp", "127.0.0.1:0", "--listen.api", "127.0.0.1:0",
                              "--listen.tls", "127.0.0.1:0", "--tls.cert_file", "dev-cert.pem",
                              "--tls.key_file", "dev-key.pem", "--ready-file", ready,
-                             "--protocol.handshake_timeout_ms", "30000"],
+                             "--protocol.handshake_timeout_ms", "30000", "--store.dir", os.path.join(work, "data")],
                             cwd=work, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 20
     while time.time() < deadline:

@@ -23,7 +23,7 @@ def main():
     ready = os.path.join(d, "ready.json")
     proc = subprocess.Popen([HERALDD, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0", "--listen.api",
                              "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--server.loops", "2",
-                             "--ws.handshake_timeout_ms", str(TIMEOUT_S * 1000)],
+                             "--ws.handshake_timeout_ms", str(TIMEOUT_S * 1000), "--store.dir", os.path.join(d, "data")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     ok = False
     try:

@@ -67,16 +67,17 @@ def publish(api, channel, payload):
 
 async def binary_mode(ws_addr, api, scheme="ws", tls=None):
     f = Frames()
+    user = "strict" + scheme  # personal channels are durable: one user per server run
     async with websockets.connect(f"{scheme}://{ws_addr}/ws", subprotocols=["herald.v1"], ssl=tls) as ws:
         assert ws.subprotocol == "herald.v1"
         await ws.send(f.frame(0x001, b"\x08\x01"))                    # Hello{versions:[1]}
         welcome = split_frames(await ws.recv())
         assert welcome[0][0] == 0x002, welcome
-        await ws.send(f.frame(0x003, field_bytes(1, token("strict").encode())))  # Auth
+        await ws.send(f.frame(0x003, field_bytes(1, token(user).encode())))  # Auth
         assert split_frames(await ws.recv())[0][0] == 0x004           # AuthOk
-        await ws.send(f.frame(0x010, b"\x08\x01" + field_bytes(2, b"user:strict")))  # Subscribe
+        await ws.send(f.frame(0x010, b"\x08\x01" + field_bytes(2, ("user:" + user).encode())))  # Subscribe
         assert split_frames(await ws.recv())[0][0] == 0x011           # SubscribeOk
-        await asyncio.to_thread(publish, api, "user:strict", {"n": 1})
+        await asyncio.to_thread(publish, api, "user:" + user, {"n": 1})
         msg = await ws.recv()
         assert isinstance(msg, bytes), "herald.v1 sends binary messages"
         frames = split_frames(msg)
@@ -87,15 +88,16 @@ async def binary_mode(ws_addr, api, scheme="ws", tls=None):
 
 
 async def json_mode(ws_addr, api, scheme="ws", tls=None):
+    user = "strictj" + scheme  # personal channels are durable: one user per server run
     async with websockets.connect(f"{scheme}://{ws_addr}/ws", subprotocols=["herald.v1.json"], ssl=tls) as ws:
         await ws.send(json.dumps({"Hello": {"versions": [1]}}))
         welcome = json.loads(await ws.recv())
         assert welcome["Welcome"]["compression"] == "COMPRESSION_NONE", welcome  # browsers: never zstd
-        await ws.send(json.dumps({"Auth": {"token": token("strictj")}}))
+        await ws.send(json.dumps({"Auth": {"token": token(user)}}))
         assert "AuthOk" in json.loads(await ws.recv())
-        await ws.send(json.dumps({"Subscribe": {"request_id": 1, "channel": "user:strictj"}}))
+        await ws.send(json.dumps({"Subscribe": {"request_id": 1, "channel": "user:" + user}}))
         assert "SubscribeOk" in json.loads(await ws.recv())
-        await asyncio.to_thread(publish, api, "user:strictj", {"text": "h\u00e9llo \u2603"})
+        await asyncio.to_thread(publish, api, "user:" + user, {"text": "h\u00e9llo \u2603"})
         pub = json.loads(await ws.recv())["Publication"]
         assert json.loads(base64.b64decode(pub["payload"])) == {"text": "h\u00e9llo \u2603"}
         assert pub["priority"] == "P3"
@@ -115,7 +117,8 @@ def start(d, extra):
     if os.path.exists(ready):
         os.remove(ready)
     proc = subprocess.Popen([HERALDD, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0", "--listen.api",
-                             "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--server.loops", "1"] + extra,
+                             "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--server.loops", "1",
+                             "--store.dir", os.path.join(d, "data")] + extra,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for _ in range(1500):
         if os.path.exists(ready):

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -74,19 +75,30 @@ class HeralddProcess {
   }
 
   // Starts heraldd with listeners (TCP, API, WebSocket) on 127.0.0.1:0 plus `args`,
-  // waits for its ready file.
+  // waits for its ready file. The durable store goes to a directory of this process
+  // (data_dir()) unless `args` names --store.dir; a restart (start() again after stop())
+  // keeps it.
   bool start(const std::vector<std::string>& args = {}) {
-    char tmpl[] = "/tmp/heraldd-test-XXXXXX";
-    dir_ = ::mkdtemp(tmpl);
+    if (dir_.empty()) {
+      char tmpl[] = "/tmp/heraldd-test-XXXXXX";
+      dir_ = ::mkdtemp(tmpl);
+    }
     const std::string ready = dir_ + "/ready.json";
+    std::error_code ignored;
+    std::filesystem::remove(ready, ignored);
     std::vector<std::string> argv = {HERALDD_PATH, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0",
                                      "--listen.api", "127.0.0.1:0", "--listen.ws", "127.0.0.1:0",
                                      "--server.loops", "2"};
+    if (std::find(args.begin(), args.end(), "--store.dir") == args.end()) {
+      argv.push_back("--store.dir");
+      argv.push_back(data_dir());
+    }
     argv.insert(argv.end(), args.begin(), args.end());
     log_path_ = dir_ + "/heraldd.log";
     pid_ = ::fork();
     if (pid_ == 0) {
-      const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      // Appends: the log of every run (restarts) stays readable.
+      const int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
       std::vector<char*> cargv;
@@ -162,6 +174,7 @@ class HeralddProcess {
     return ss.str();
   }
   const std::string& dir() const { return dir_; }
+  std::string data_dir() const { return dir_ + "/data"; }
 
  private:
   pid_t pid_ = -1;

@@ -27,7 +27,8 @@ for (const protocol of [PROTOCOL_BINARY, PROTOCOL_JSON]) {
     const ok = await c.subscribe(`user:alice-${protocol}`);
     assert.equal(c.state, State.READY);
     assert.equal(ok.channel, `user:alice-${protocol}`);
-    assert.equal(ok.recovered, false);
+    // Personal channels are durable: a first Subscribe is served from the (empty) inbox.
+    assert.equal(ok.recovered, true);
     const r = await publish(server, `user:alice-${protocol}`, { hello: 'world' }, { priority: 'P0', type: 'margin_call' });
     await waitFor(() => got.length === 1, 5000, 'publication');
     assert.equal(got[0].offset, r.offset);

@@ -37,7 +37,7 @@ export async function startHeraldd(args = []) {
   const dir = mkdtempSync(join(tmpdir(), 'heraldd-js-'));
   const ready = join(dir, 'ready.json');
   const proc = spawn(bin, ['--ready-file', ready, '--listen.tcp', '127.0.0.1:0', '--listen.api', '127.0.0.1:0',
-    '--listen.ws', '127.0.0.1:0', '--server.loops', '2', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    '--listen.ws', '127.0.0.1:0', '--server.loops', '2', '--store.dir', join(dir, 'data'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   proc.stdout.on('data', (d) => { log += d; });
   proc.stderr.on('data', (d) => { log += d; });
