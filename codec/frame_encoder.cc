@@ -1,6 +1,8 @@
 // Frame encoder: builds a message's frame bodies once; recipients add headers.
 #include "codec/frame_encoder.h"
 
+#include <algorithm>
+
 #include "codec/checksum.h"
 #include "codec/reassembler.h"
 
@@ -105,7 +107,10 @@ Status encode_message(FrameType type, std::span<const uint8_t> payload, const En
 }
 
 void append_frames(const EncodedMessage& message, uint32_t& next_sequence, std::vector<uint8_t>& out) {
-  out.reserve(out.size() + message.wire_size());
+  // Grow geometrically: reserving exactly what this message needs would make a caller
+  // that appends many messages to one buffer reallocate (and copy) on every call.
+  const size_t need = out.size() + message.wire_size();
+  if (need > out.capacity()) out.reserve(std::max(need, out.capacity() * 2));
   for (size_t i = 0; i < message.frame_count(); ++i) {
     uint8_t header[kHeaderSize];
     message.write_header(i, next_sequence++, header);
