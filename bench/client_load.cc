@@ -93,7 +93,7 @@ struct Server {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
       ::execl(path.c_str(), path.c_str(), "--ready-file", ready.c_str(), "--listen.tcp", "127.0.0.1:0",
-              "--listen.api", "127.0.0.1:0", "--server.loops", "1", "--server.log_level", "warn",
+              "--listen.api", "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--server.loops", "1", "--server.log_level", "warn",
               "--limits.max_connections_per_ip", "100000", "--store.dir", data.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }

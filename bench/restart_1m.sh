@@ -6,7 +6,7 @@ BUILD=${1:-build}
 D=${HERALD_1M_DIR:-/tmp/herald-1m}
 rm -rf $D; mkdir -p $D
 H=$BUILD/server/heraldd
-ARGS="--store.dir $D/data --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0 --ready-file $D/ready.json --server.log_level warn"
+ARGS="--store.dir $D/data --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0 --listen.ws 127.0.0.1:0 --ready-file $D/ready.json --server.log_level warn"
 $H $ARGS > $D/log 2>&1 & PID=$!
 while [ ! -s $D/ready.json ]; do sleep 0.05; done
 kill $PID; wait $PID || true

@@ -9,7 +9,7 @@ SYNC=${SYNC:-FULL}
 DIR=$(mktemp -d /tmp/herald-w4-XXXXXX)
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
 "$BUILD/server/heraldd" --store.dir "$DIR/data" --store.synchronous "$SYNC" --listen.tcp 127.0.0.1:0 \
-  --listen.api 127.0.0.1:0 --ready-file "$DIR/ready.json" --server.log_level warn \
+  --listen.api 127.0.0.1:0 --listen.ws 127.0.0.1:0 --ready-file "$DIR/ready.json" --server.log_level warn \
   --delivery.dedup_window_s 300 >"$DIR/log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do [[ -s "$DIR/ready.json" ]] && break; sleep 0.1; done

@@ -430,7 +430,7 @@ class DiskFull : public ::testing::Test {
     std::filesystem::create_directories(data_);
     const std::string ready = dir_ + "/ready.json";
     const std::string script = "mount -t tmpfs -o size=3m tmpfs " + data_ + " && exec " + HERALDD_PATH +
-                               " --ready-file " + ready + " --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0" +
+                               " --ready-file " + ready + " --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0 --listen.ws 127.0.0.1:0" +
                                " --server.loops 1 --store.dir " + data_ + " >" + dir_ + "/log 2>&1";
     child_ = ::fork();
     if (child_ == 0) {

@@ -27,13 +27,14 @@ def main():
         ["strace", "-f", "-qq", "-s", "48", "-o", trace,
          "-e", "trace=fdatasync,fsync,read,readv,recvfrom,write,writev,sendmsg,sendto",
          heraldd, "--store.dir", os.path.join(d, "data"), "--listen.tcp", "127.0.0.1:0",
-         "--listen.api", "127.0.0.1:0", "--ready-file", ready, "--server.loops", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--listen.api", "127.0.0.1:0", "--listen.ws", "127.0.0.1:0", "--ready-file", ready,
+         "--server.loops", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "heraldd.log"), "w"))
     try:
         deadline = time.time() + 20
         while not os.path.exists(ready):
             if time.time() > deadline or proc.poll() is not None:
-                print("heraldd did not start under strace")
+                print("heraldd did not start under strace:\n" + open(os.path.join(d, "heraldd.log")).read())
                 return 1
             time.sleep(0.05)
         info = json.load(open(ready))

@@ -42,6 +42,7 @@ def start_server(heraldd, work):
     ready = os.path.join(work, "ready.json")
     log = open(os.path.join(work, "heraldd.log"), "w")
     proc = subprocess.Popen([heraldd, "--listen.tcp", "127.0.0.1:0", "--listen.api", "127.0.0.1:0",
+                             "--listen.ws", "127.0.0.1:0",
                              "--listen.tls", "127.0.0.1:0", "--tls.cert_file", "dev-cert.pem",
                              "--tls.key_file", "dev-key.pem", "--ready-file", ready,
                              "--protocol.handshake_timeout_ms", "30000", "--store.dir", os.path.join(work, "data")],
