@@ -466,13 +466,10 @@ void Server::deliver(size_t loop, const PublicationPtr& publication) noexcept {
 
 // ---------------------------------------------------------------- ApiBackend
 
-ApiPublishResult Server::publish_one(const std::string& channel, const ApiPublishRequest& r) {
-  ApiPublishResult out;
-  out.channel = channel;
-  if (shutting_down_) {
-    out.status = codec::Status::kGoingAway;
-    return out;
-  }
+namespace {
+
+// What the hub gets for one target channel of an API publish request.
+PublishDraft draft_of(const std::string& channel, const ApiPublishRequest& r) {
   PublishDraft d;
   d.channel = channel;
   d.message_id = r.message_id;
@@ -483,7 +480,12 @@ ApiPublishResult Server::publish_one(const std::string& channel, const ApiPublis
   d.ttl_s = r.ttl_s;
   d.dismiss_on_read = r.dismiss_on_read;
   d.payload = r.payload;
-  PublishOutcome o = hub_->publish(std::move(d), unix_ms(), monotonic_ms());
+  return d;
+}
+
+ApiPublishResult result_of(const std::string& channel, const PublishOutcome& o) {
+  ApiPublishResult out;
+  out.channel = channel;
   out.status = o.status;
   out.offset = o.offset;
   out.epoch = o.epoch;
@@ -491,17 +493,22 @@ ApiPublishResult Server::publish_one(const std::string& channel, const ApiPublis
   return out;
 }
 
+}  // namespace
+
+ApiPublishResult Server::publish_one(const std::string& channel, const ApiPublishRequest& r) {
+  ApiPublishResult out;
+  out.channel = channel;
+  if (shutting_down_) {
+    out.status = codec::Status::kGoingAway;
+    return out;
+  }
+  PublishDraft d = draft_of(channel, r);
+  return result_of(channel, hub_->publish(std::move(d), unix_ms(), monotonic_ms()));
+}
+
 void Server::publish_async(const std::string& channel, const ApiPublishRequest& r,
                            std::function<void(ApiPublishResult)> done) {
-  auto result = [channel](const PublishOutcome& o) {
-    ApiPublishResult out;
-    out.channel = channel;
-    out.status = o.status;
-    out.offset = o.offset;
-    out.epoch = o.epoch;
-    out.duplicate = o.duplicate;
-    return out;
-  };
+  auto result = [channel](const PublishOutcome& o) { return result_of(channel, o); };
   if (shutting_down_) {
     ApiPublishResult out;
     out.channel = channel;
@@ -509,16 +516,7 @@ void Server::publish_async(const std::string& channel, const ApiPublishRequest& 
     done(out);
     return;
   }
-  PublishDraft d;
-  d.channel = channel;
-  d.message_id = r.message_id;
-  d.type = r.type;
-  d.content_type = r.content_type;
-  d.collapse_key = r.collapse_key;
-  d.priority = r.priority;
-  d.ttl_s = r.ttl_s;
-  d.dismiss_on_read = r.dismiss_on_read;
-  d.payload = r.payload;
+  PublishDraft d = draft_of(channel, r);
   PublishOutcome o;
   auto shared_done = std::make_shared<std::function<void(ApiPublishResult)>>(std::move(done));
   // Durable: the answer comes from the store thread after the commit; the reply is made on this (API) thread.
