@@ -140,7 +140,15 @@ struct Client::Impl final : client::ClientSessionHost {
     if (timer != nullptr) event_free(timer);
     if (wake != nullptr) event_free(wake);
     if (ssl_ctx != nullptr) SSL_CTX_free(ssl_ctx);
-    if (own_base && base != nullptr) event_base_free(base);
+    if (own_base && base != nullptr) {
+      // A TLS bufferevent that wrote just before it was freed still holds a reference for
+      // its deferred write callback, and event_base_free drops queued callbacks without
+      // running them: the bufferevent, its SSL and buffers would leak. The loop thread has
+      // been joined, so this thread may run the base until nothing is left to run.
+      for (int i = 0; i < 8 && event_base_loop(base, EVLOOP_NONBLOCK) == 0; ++i) {
+      }
+      event_base_free(base);
+    }
   }
 
   // The codec context of the loop thread. Own-thread mode: decided before the thread
