@@ -18,6 +18,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +27,8 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <system_error>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -122,6 +125,18 @@ struct Client::Impl final : client::ClientSessionHost {
     Impl* impl;
   };
 
+  struct ResolveResult {
+    uint64_t attempt = 0;
+    std::vector<sockaddr_storage> addresses;
+    std::string error;
+  };
+  // Shared with resolver threads, which may outlive the client.
+  struct ResolveSlot {
+    std::mutex mu;
+    int fd = -1;  // eventfd that wakes the loop; -1 once the client is destroyed
+    std::vector<ResolveResult> results;
+  };
+
   struct Command {
     enum class Kind : uint8_t { kStart, kStop, kSubscribe, kUnsubscribe, kAck, kPing } kind;
     std::string channel, epoch;
@@ -137,6 +152,12 @@ struct Client::Impl final : client::ClientSessionHost {
 
   ~Impl() override {
     close_transport();
+    if (resolve_ev != nullptr) event_free(resolve_ev);
+    if (resolve_slot) {
+      std::lock_guard<std::mutex> lock(resolve_slot->mu);  // a resolver thread still running
+      if (resolve_slot->fd >= 0) ::close(resolve_slot->fd);  // finds no client to answer
+      resolve_slot->fd = -1;
+    }
     if (timer != nullptr) event_free(timer);
     if (wake != nullptr) event_free(wake);
     if (ssl_ctx != nullptr) SSL_CTX_free(ssl_ctx);
@@ -265,6 +286,7 @@ struct Client::Impl final : client::ClientSessionHost {
           ping_sent = std::chrono::steady_clock::now();
           ping_nonce = session.ping();
           break;
+
       }
     }
     after_session_call(Status::kOk);
@@ -313,54 +335,160 @@ struct Client::Impl final : client::ClientSessionHost {
         if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
       }
     }
+    connect_host = host;
+    connect_port = port;
+    // One deadline covers resolving and connecting.
+    connect_deadline = now_ms() + opt.connect_timeout_ms;
+    addresses.clear();
+    next_address = 0;
+    std::string error;
+    if (resolve(host, port, EVUTIL_AI_NUMERICHOST, addresses, error)) {
+      connect_next_address();  // an IP literal: no resolver needed
+      return;
+    }
+    start_resolve(host, port);
+    arm_timer();
+  }
+
+  // getaddrinfo into a list of addresses; false with the resolver's message on failure.
+  static bool resolve(const std::string& host, const std::string& port, int flags,
+                      std::vector<sockaddr_storage>& out, std::string& error) {
     evutil_addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
-    hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+    hints.ai_flags = flags;
     evutil_addrinfo* res = nullptr;
-    // The system resolver, on the loop thread: instant for IP literals and /etc/hosts.
     const int gai = evutil_getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
     if (gai != 0 || res == nullptr) {
-      connection_failed(Status::kConnectFailed, "cannot resolve " + host + ": " + evutil_gai_strerror(gai));
+      error = evutil_gai_strerror(gai);
+      return false;
+    }
+    for (const evutil_addrinfo* a = res; a != nullptr; a = a->ai_next) {
+      if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+      sockaddr_storage ss{};
+      std::memcpy(&ss, a->ai_addr, a->ai_addrlen);
+      out.push_back(ss);
+    }
+    evutil_freeaddrinfo(res);
+    return !out.empty();
+  }
+
+  // A host name goes to the system resolver on a short-lived thread: getaddrinfo blocks for
+  // as long as DNS takes, and the loop thread must keep serving timers and other clients.
+  // The thread leaves its answer, tagged with the attempt it belongs to, and wakes the loop
+  // through an eventfd (safe from any thread, whatever locking the app's event_base has).
+  void start_resolve(const std::string& host, const std::string& port) {
+    if (resolve_ev == nullptr) {  // made on first use: clients given IP addresses never need it
+      const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      const int why = errno;
+      if (efd >= 0) resolve_ev = event_new(base, efd, EV_READ | EV_PERSIST, &Impl::on_resolved_cb, this);
+      if (resolve_ev == nullptr || event_add(resolve_ev, nullptr) != 0) {
+        if (resolve_ev != nullptr) event_free(resolve_ev);
+        resolve_ev = nullptr;
+        if (efd >= 0) ::close(efd);
+        connection_failed(Status::kConnectFailed,
+                          "cannot resolve " + host + ": " + (efd < 0 ? std::strerror(why) : "event_add failed"));
+        return;
+      }
+      resolve_slot = std::make_shared<ResolveSlot>();
+      resolve_slot->fd = efd;
+    }
+    const uint64_t attempt = ++resolve_attempt;
+    resolving = true;
+    std::shared_ptr<ResolveSlot> slot = resolve_slot;
+    try {
+      std::thread([slot, host, port, attempt] {
+        ResolveResult r;
+        r.attempt = attempt;
+        if (!resolve(host, port, EVUTIL_AI_ADDRCONFIG, r.addresses, r.error) && r.error.empty()) {
+          r.error = "no usable address";
+        }
+        std::lock_guard<std::mutex> lock(slot->mu);
+        if (slot->fd < 0) return;  // the client is gone
+        slot->results.push_back(std::move(r));
+        const uint64_t one = 1;
+        [[maybe_unused]] const ssize_t n = ::write(slot->fd, &one, sizeof one);
+      }).detach();
+    } catch (const std::system_error& e) {
+      resolving = false;
+      connection_failed(Status::kConnectFailed, "cannot resolve " + host + ": no thread for the resolver: " + e.what());
+    }
+  }
+
+  static void on_resolved_cb(evutil_socket_t fd, short, void* arg) {
+    Impl* self = static_cast<Impl*>(arg);
+    Dispatch d(self);
+    uint64_t n = 0;
+    [[maybe_unused]] const ssize_t got = ::read(fd, &n, sizeof n);
+    std::vector<ResolveResult> results;
+    {
+      std::lock_guard<std::mutex> lock(self->resolve_slot->mu);
+      results.swap(self->resolve_slot->results);
+    }
+    for (ResolveResult& r : results) {
+      // Stale answers (the attempt timed out or the client stopped) are dropped.
+      if (self->resolving && r.attempt == self->resolve_attempt) self->resolved(r);
+    }
+  }
+
+  void resolved(ResolveResult& r) {
+    resolving = false;
+    if (!r.error.empty()) {
+      connection_failed(Status::kConnectFailed, "cannot resolve " + connect_host + ": " + r.error);
       return;
     }
-    fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    addresses = std::move(r.addresses);
+    next_address = 0;
+    connect_next_address();
+  }
+
+  // Connects to addresses[next_address]; a failure moves on to the next address, and the
+  // last failure ends the attempt.
+  void connect_next_address() {
+    std::string why;
+    while (next_address < addresses.size()) {
+      const sockaddr_storage& ss = addresses[next_address++];
+      if (start_connect(ss, why)) return;
+    }
+    connection_failed(Status::kConnectFailed, why);
+  }
+
+  bool start_connect(const sockaddr_storage& ss, std::string& why) {
+    const socklen_t len = ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-      evutil_freeaddrinfo(res);
-      connection_failed(Status::kConnectFailed, std::string("socket: ") + std::strerror(errno));
-      return;
+      why = std::string("socket: ") + std::strerror(errno);
+      return false;
     }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (!opt.bind_address.empty()) {
       evutil_addrinfo* local = nullptr;
       evutil_addrinfo lh{};
-      lh.ai_family = res->ai_family;
+      lh.ai_family = ss.ss_family;
       lh.ai_socktype = SOCK_STREAM;
       lh.ai_flags = EVUTIL_AI_NUMERICHOST | EVUTIL_AI_PASSIVE;
       if (evutil_getaddrinfo(opt.bind_address.c_str(), "0", &lh, &local) != 0 || local == nullptr ||
           ::bind(fd, local->ai_addr, local->ai_addrlen) != 0) {
-        const std::string why = std::strerror(errno);
+        why = "cannot bind to " + opt.bind_address + ": " + std::strerror(errno);
         if (local != nullptr) evutil_freeaddrinfo(local);
-        evutil_freeaddrinfo(res);
-        connection_failed(Status::kConnectFailed, "cannot bind to " + opt.bind_address + ": " + why);
-        return;
+        ::close(fd);
+        fd = -1;
+        return false;
       }
       evutil_freeaddrinfo(local);
     }
-    const int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-    const int err = errno;
-    evutil_freeaddrinfo(res);
-    if (rc != 0 && err != EINPROGRESS) {
-      connection_failed(Status::kConnectFailed, "connect to " + host + ":" + port + ": " + std::strerror(err));
-      return;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS) {
+      why = "connect to " + connect_host + ":" + connect_port + ": " + std::strerror(errno);
+      ::close(fd);
+      fd = -1;
+      return false;
     }
-    connect_host = host;
-    connect_deadline = now_ms() + opt.connect_timeout_ms;
     connecting = event_new(base, fd, EV_WRITE, &Impl::on_connect_cb, this);
     event_add(connecting, nullptr);
     arm_timer();
+    return true;
   }
 
   static void on_connect_cb(evutil_socket_t, short, void* arg) {
@@ -376,8 +504,14 @@ struct Client::Impl final : client::ClientSessionHost {
     socklen_t len = sizeof err;
     if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     if (err != 0) {
+      if (next_address < addresses.size()) {  // another address of the name may answer
+        ::close(fd);
+        fd = -1;
+        connect_next_address();
+        return;
+      }
       connection_failed(Status::kConnectFailed,
-                        "connect to " + connect_host + ":" + std::to_string(opt.port) + ": " + std::strerror(err));
+                        "connect to " + connect_host + ":" + connect_port + ": " + std::strerror(err));
       return;
     }
     if (opt.tls) {
@@ -624,6 +758,7 @@ struct Client::Impl final : client::ClientSessionHost {
   void connection_failed(Status s, std::string text) { teardown(s, std::move(text)); }
 
   void close_transport() {
+    resolving = false;  // a late answer of the resolver is dropped (resolved_command)
     if (connecting != nullptr) {
       event_free(connecting);
       connecting = nullptr;
@@ -713,6 +848,10 @@ struct Client::Impl final : client::ClientSessionHost {
     const uint64_t now = now_ms();
     if (closing && now >= close_deadline) {
       finish_close();
+      return;
+    }
+    if (resolving && now >= connect_deadline) {
+      connection_failed(Status::kConnectFailed, "resolving " + connect_host + " timed out");
       return;
     }
     if (connecting != nullptr && now >= connect_deadline) {
@@ -899,6 +1038,13 @@ struct Client::Impl final : client::ClientSessionHost {
   std::vector<uint8_t> out;             // plain TCP: bytes the socket did not take yet
   int fd = -1;
   std::string connect_host;
+  std::string connect_port;
+  std::vector<sockaddr_storage> addresses;  // of connect_host, tried in order
+  size_t next_address = 0;
+  std::shared_ptr<ResolveSlot> resolve_slot;  // made with resolve_ev
+  event* resolve_ev = nullptr;
+  uint64_t resolve_attempt = 0;
+  bool resolving = false;
   std::string last_error_text;
   std::thread thread;
   std::mutex mu;

@@ -479,5 +479,78 @@ TEST(ClientIntegration, ConnectFailureIsRetriedWithBackoff) {
   EXPECT_NE(rec.snapshot(rec.states).back().state, ConnectionState::kFailed);
 }
 
+// Host names go to the system resolver on a thread of its own; the answer comes back to
+// the loop. "localhost" comes from /etc/hosts.
+TEST(ClientIntegration, HostNameIsResolvedAndConnected) {
+  HeralddProcess server;
+  ASSERT_TRUE(server.start());
+  Recorder rec;
+  Options o = client_options(server.port("tcp"), "alice", {"news"});
+  o.host = "localhost";
+  auto client = herald::Client::create(o, rec.handlers());
+  client->subscribe("news");
+  client->start();
+  ASSERT_TRUE(rec.wait_subscribed(1));
+  ASSERT_NE(publish(server, "news", "by-name"), 0u);
+  ASSERT_TRUE(rec.wait_messages(1));
+  EXPECT_EQ(rec.snapshot(rec.messages)[0].payload, quoted("by-name"));
+}
+
+// A name that does not resolve is a temporary connect failure that names the host, and is
+// retried. Depending on the machine's DNS the answer is "not found" or the connect timeout.
+TEST(ClientIntegration, UnresolvableHostFailsWithItsNameAndIsRetried) {
+  Recorder rec;
+  Options o = client_options(free_port(), "alice", {"news"});
+  o.host = "no-such-host.invalid";
+  o.connect_timeout_ms = 2000;
+  o.reconnect_initial_ms = 20;
+  o.reconnect_max_ms = 80;
+  auto client = herald::Client::create(o, rec.handlers());
+  client->start();
+  ASSERT_TRUE(rec.wait([&] { return !rec.states.empty() && rec.states.back().code == 700; }, 20000));
+  const auto last = rec.snapshot(rec.states).back();
+  EXPECT_EQ(last.state, ConnectionState::kReconnecting);
+  EXPECT_NE(last.text.find("no-such-host.invalid"), std::string::npos) << last.text;
+  EXPECT_TRUE(last.text.find("cannot resolve") != std::string::npos ||
+              last.text.find("resolving") != std::string::npos)
+      << last.text;
+}
+
+// In attach mode on a base made without libevent's thread support, a client waiting for its
+// resolver does not hold up another client of the same loop, and the resolver's answer
+// reaches the loop safely (through the client's eventfd, not the base's locks).
+TEST(ClientIntegration, ResolvingDoesNotHoldUpTheLoop) {
+  HeralddProcess server;
+  ASSERT_TRUE(server.start());
+  event_base* base = event_base_new();
+  ASSERT_NE(base, nullptr);
+  Recorder slow, fast;
+  Options so = client_options(free_port(), "bob", {"news"});
+  so.host = "no-such-host.invalid";
+  so.connect_timeout_ms = 2000;
+  auto a = herald::Client::attach(base, so, slow.handlers());
+  auto b = herald::Client::attach(base, client_options(server.port("tcp"), "alice", {"news"}), fast.handlers());
+  ASSERT_TRUE(a && b);
+  a->start();
+  b->subscribe("news");
+  b->start();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool a_failed = false;
+  bool b_subscribed = false;
+  while (std::chrono::steady_clock::now() < deadline && !(a_failed && b_subscribed)) {
+    event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    a_failed = slow.wait([&] { return !slow.states.empty() && slow.states.back().code == 700; }, 0);
+    b_subscribed = fast.wait_subscribed(1, 0);
+  }
+  EXPECT_TRUE(b_subscribed);
+  EXPECT_TRUE(a_failed);
+  a->stop();
+  b->stop();
+  a.reset();
+  b.reset();
+  event_base_free(base);
+}
+
 }  // namespace
 }  // namespace herald::testing
