@@ -86,9 +86,11 @@ class HeralddProcess {
     const std::string ready = dir_ + "/ready.json";
     std::error_code ignored;
     std::filesystem::remove(ready, ignored);
-    std::vector<std::string> argv = {HERALDD_PATH, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0",
+    std::vector<std::string> argv = exec_prefix_;
+    const std::vector<std::string> own = {HERALDD_PATH, "--ready-file", ready, "--listen.tcp", "127.0.0.1:0",
                                      "--listen.api", "127.0.0.1:0", "--listen.ws", "127.0.0.1:0",
                                      "--server.loops", "2"};
+    argv.insert(argv.end(), own.begin(), own.end());
     if (std::find(args.begin(), args.end(), "--store.dir") == args.end()) {
       argv.push_back("--store.dir");
       argv.push_back(data_dir());
@@ -127,6 +129,10 @@ class HeralddProcess {
     }
     return false;
   }
+
+  // Runs heraldd through a wrapper that execs it in place (so pid() is heraldd's), e.g.
+  // {"/usr/sbin/ip", "netns", "exec", "NAME"} to start it in a network namespace.
+  void set_exec_prefix(std::vector<std::string> prefix) { exec_prefix_ = std::move(prefix); }
 
   std::string address(const std::string& listener) const {
     return ready_.contains(listener) ? ready_[listener].get<std::string>() : "";
@@ -180,6 +186,7 @@ class HeralddProcess {
   pid_t pid_ = -1;
   int exit_status_ = -1;
   std::string dir_;
+  std::vector<std::string> exec_prefix_;
   std::string log_path_;
   nlohmann::json ready_;
 };
