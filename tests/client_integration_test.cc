@@ -114,10 +114,7 @@ TEST(ClientIntegration, HeartbeatCatchesASilentServerThenBackoffAndResume) {
   ASSERT_TRUE(server.start());
   Recorder rec;
   Options o = client_options(server.port("tcp"), "alice", {"news"});
-  o.heartbeat_timeout_ms = 1000;  // pings after 500 ms idle
-  o.connect_timeout_ms = 400;     // a stopped server accepts TCP (backlog) but never answers
-  o.reconnect_initial_ms = 100;
-  o.reconnect_max_ms = 400;
+  detect_silence_quickly(o);  // a stopped server accepts TCP (backlog) but never answers
   auto client = herald::Client::create(o, rec.handlers());
   ASSERT_TRUE(client);
   client->subscribe("news");
@@ -130,18 +127,10 @@ TEST(ClientIntegration, HeartbeatCatchesASilentServerThenBackoffAndResume) {
   // The network path goes silent: the process is frozen, its sockets stay open.
   ASSERT_EQ(::kill(server.pid(), SIGSTOP), 0);
   const auto stopped_at = std::chrono::steady_clock::now();
-  ASSERT_TRUE(rec.wait([&] {
-    for (const auto& s : rec.states) {
-      if (s.code == 507) return true;  // kHeartbeatTimeout
-    }
-    return false;
-  }, 5000));
+  ASSERT_TRUE(rec.wait_state_code(507));  // kHeartbeatTimeout
   // Let a few attempts fail against the frozen server (handshake timeouts), with backoff.
-  ASSERT_TRUE(rec.wait([&] {
-    int failures = 0;
-    for (const auto& s : rec.states) failures += s.state == ConnectionState::kReconnecting && s.code == 500;
-    return failures >= 2;  // kHandshakeTimeout
-  }, 10000));
+  const ConnectionState reconnecting = ConnectionState::kReconnecting;
+  ASSERT_TRUE(rec.wait_state_code(500, 2, &reconnecting, 10000));  // kHandshakeTimeout
   ASSERT_EQ(::kill(server.pid(), SIGCONT), 0);
   // Published while the client is (most likely) still disconnected: the resume replays it.
   ASSERT_NE(publish(server, "news", "3"), 0u);
@@ -157,15 +146,9 @@ TEST(ClientIntegration, HeartbeatCatchesASilentServerThenBackoffAndResume) {
   expect_no_gap_no_duplicate(got);
 
   // Attempts were spaced by the backoff: never two connects closer than half the initial delay.
-  const auto states = rec.snapshot(rec.states);
-  std::vector<std::chrono::steady_clock::time_point> connects;
-  for (const auto& s : states) {
-    if (s.state == ConnectionState::kConnecting && s.at > stopped_at) connects.push_back(s.at);
-  }
-  ASSERT_GE(connects.size(), 2u);
-  for (size_t i = 1; i < connects.size(); ++i) {
-    EXPECT_GE(std::chrono::duration_cast<std::chrono::milliseconds>(connects[i] - connects[i - 1]).count(), 50);
-  }
+  const auto gaps = rec.connect_gaps_ms(stopped_at);
+  ASSERT_GE(gaps.size(), 1u);
+  for (const int64_t g : gaps) EXPECT_GE(g, 50);
 }
 
 TEST(ClientIntegration, GracefulShutdownSendsGoAwayAndTheClientComesBack) {
@@ -507,7 +490,7 @@ TEST(ClientIntegration, UnresolvableHostFailsWithItsNameAndIsRetried) {
   o.reconnect_max_ms = 80;
   auto client = herald::Client::create(o, rec.handlers());
   client->start();
-  ASSERT_TRUE(rec.wait([&] { return !rec.states.empty() && rec.states.back().code == 700; }, 20000));
+  ASSERT_TRUE(rec.wait_state_code(700, 1, nullptr, 20000));
   const auto last = rec.snapshot(rec.states).back();
   EXPECT_EQ(last.state, ConnectionState::kReconnecting);
   EXPECT_NE(last.text.find("no-such-host.invalid"), std::string::npos) << last.text;
@@ -540,7 +523,7 @@ TEST(ClientIntegration, ResolvingDoesNotHoldUpTheLoop) {
   while (std::chrono::steady_clock::now() < deadline && !(a_failed && b_subscribed)) {
     event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    a_failed = slow.wait([&] { return !slow.states.empty() && slow.states.back().code == 700; }, 0);
+    a_failed = slow.wait_state_code(700, 1, nullptr, 0);
     b_subscribed = fast.wait_subscribed(1, 0);
   }
   EXPECT_TRUE(b_subscribed);

@@ -95,10 +95,7 @@ TEST(ClientPartition, HeartbeatCatchesACutPathThenBackoffAndResumeWithNoGap) {
   Options o = client_options(server.port("tcp"), "alice", {"news"});
   o.host = ns.server_ip();
   o.bind_address = ns.client_ip();
-  o.heartbeat_timeout_ms = 1000;  // pings after 500 ms idle
-  o.connect_timeout_ms = 400;     // a SYN whose SYN-ACK is dropped never completes
-  o.reconnect_initial_ms = 100;
-  o.reconnect_max_ms = 400;
+  detect_silence_quickly(o);  // a SYN whose SYN-ACK is dropped never completes
   auto client = herald::Client::create(o, rec.handlers());
   ASSERT_TRUE(client);
   client->subscribe("news");
@@ -111,18 +108,10 @@ TEST(ClientPartition, HeartbeatCatchesACutPathThenBackoffAndResumeWithNoGap) {
   const auto cut_at = std::chrono::steady_clock::now();
   // Published while the path is cut: heraldd accepts it, the client cannot see it yet.
   ASSERT_EQ(publish_inside("2"), 2u);
-  ASSERT_TRUE(rec.wait([&] {
-    for (const auto& s : rec.states) {
-      if (s.code == 507) return true;  // kHeartbeatTimeout
-    }
-    return false;
-  }, 5000));
+  ASSERT_TRUE(rec.wait_state_code(507));  // kHeartbeatTimeout
   // Reconnect attempts fail while the path stays cut (connect timeouts), spaced by backoff.
-  ASSERT_TRUE(rec.wait([&] {
-    int failures = 0;
-    for (const auto& s : rec.states) failures += s.state == ConnectionState::kReconnecting && s.code == 700;
-    return failures >= 2;  // kConnectFailed: "connect to ... timed out"
-  }, 10000));
+  const ConnectionState reconnecting = ConnectionState::kReconnecting;
+  ASSERT_TRUE(rec.wait_state_code(700, 2, &reconnecting, 10000));  // kConnectFailed: "connect ... timed out"
   ASSERT_EQ(publish_inside("3"), 3u);
   ASSERT_TRUE(ns.cut(false));
 
@@ -139,15 +128,9 @@ TEST(ClientPartition, HeartbeatCatchesACutPathThenBackoffAndResumeWithNoGap) {
     EXPECT_EQ(got[i].payload, "\"" + std::to_string(i + 1) + "\"");
   }
 
-  const auto states = rec.snapshot(rec.states);
-  std::vector<std::chrono::steady_clock::time_point> connects;
-  for (const auto& s : states) {
-    if (s.state == ConnectionState::kConnecting && s.at > cut_at) connects.push_back(s.at);
-  }
-  ASSERT_GE(connects.size(), 2u);
-  for (size_t i = 1; i < connects.size(); ++i) {
-    EXPECT_GE(std::chrono::duration_cast<std::chrono::milliseconds>(connects[i] - connects[i - 1]).count(), 50);
-  }
+  const auto gaps = rec.connect_gaps_ms(cut_at);  // attempts spaced by the backoff
+  ASSERT_GE(gaps.size(), 1u);
+  for (const int64_t g : gaps) EXPECT_GE(g, 50);
 }
 
 }  // namespace

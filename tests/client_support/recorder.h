@@ -93,6 +93,28 @@ class Recorder {
   bool wait_state(ConnectionState s, int timeout_ms = 5000) {
     return wait([&] { return !states.empty() && states.back().state == s; }, timeout_ms);
   }
+  // Until `n` state changes to `s` carried error `code` (any state when `s` is null).
+  bool wait_state_code(int code, size_t n = 1, const ConnectionState* s = nullptr, int timeout_ms = 5000) {
+    return wait([&] {
+      size_t seen = 0;
+      for (const auto& st : states) seen += st.code == code && (s == nullptr || st.state == *s);
+      return seen >= n;
+    }, timeout_ms);
+  }
+  // Milliseconds between consecutive kConnecting changes after `since` (backoff spacing).
+  std::vector<int64_t> connect_gaps_ms(std::chrono::steady_clock::time_point since) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<int64_t> gaps;
+    std::chrono::steady_clock::time_point prev{};
+    bool first = true;
+    for (const auto& st : states) {
+      if (st.state != ConnectionState::kConnecting || st.at <= since) continue;
+      if (!first) gaps.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(st.at - prev).count());
+      prev = st.at;
+      first = false;
+    }
+    return gaps;
+  }
   // Copies under the lock.
   template <class T>
   T snapshot(const T& field) {
@@ -142,6 +164,16 @@ inline Options client_options(uint16_t port, const std::string& user, std::vecto
   o.reconnect_max_ms = 400;
   o.connect_timeout_ms = 2000;
   return o;
+}
+
+// Timeouts short enough for a test to watch a lost path being noticed and retried: the
+// client pings after 500 ms of silence and gives up after 1 s; a connect (or a handshake)
+// that gets no answer fails after 400 ms; retries back off from 100 to 400 ms.
+inline void detect_silence_quickly(Options& o) {
+  o.heartbeat_timeout_ms = 1000;
+  o.connect_timeout_ms = 400;
+  o.reconnect_initial_ms = 100;
+  o.reconnect_max_ms = 400;
 }
 
 }  // namespace herald::testing
