@@ -82,6 +82,9 @@ struct Options {
   double connect_timeout = 60;
   double drain_timeout = 10;
   double settle = 2;         // idle: wait before sampling memory
+  int rcvbuf = 0;            // subscribers' SO_RCVBUF (0 = the kernel's default)
+  int sub_workers = 0;       // subscriber processes (0: as few as --per-worker allows)
+  bool spread_sources = true; // bind to 127.1.x.y source addresses (false: the kernel picks 127.0.0.1)
   std::vector<int> server_pids;
   std::string meta = "{}";   // JSON object merged into the result line
   std::string secret = "herald-dev-secret";
@@ -102,7 +105,8 @@ struct Options {
                "  [--rate MSG/S (0 = flat out)] [--messages N] [--seconds S] [--payload BYTES] [--qos 0|1]\n"
                "  [--priority 0-3] [--probe-rate MSG/S] [--missed N --api HOST:PORT] [--per-worker N]\n"
                "  [--max-inflight N] [--connect-timeout S] [--drain-timeout S] [--settle S]\n"
-               "  [--server-pid PID]... [--meta JSON] [--prefix P] [--channel C]\n",
+               "  [--server-pid PID]... [--meta JSON] [--prefix P] [--channel C] [--rcvbuf BYTES]\n"
+               "  [--sub-workers N] [--no-source-spread]\n",
                why.c_str());
   std::exit(2);
 }
@@ -143,6 +147,9 @@ Options parse(int argc, char** argv) {
     else if (k == "--connect-timeout") o.connect_timeout = num();
     else if (k == "--drain-timeout") o.drain_timeout = num();
     else if (k == "--settle") o.settle = num();
+    else if (k == "--rcvbuf") o.rcvbuf = static_cast<int>(num());
+    else if (k == "--no-source-spread") o.spread_sources = false;
+    else if (k == "--sub-workers") o.sub_workers = static_cast<int>(num());
     else if (k == "--server-pid") o.server_pids.push_back(static_cast<int>(num()));
     else if (k == "--meta") o.meta = val();
     else if (k == "--secret") o.secret = val();
@@ -254,7 +261,7 @@ class Worker {
       start_more();
       if (publishing_) publish_due();
       const uint64_t t = now_ns();
-      if (t - last_status >= 20'000'000) {
+      if (t - last_status >= 5'000'000) {
         last_status = t;
         status();
       }
@@ -413,9 +420,10 @@ class Worker {
     c.fd = fd;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (o_.rcvbuf > 0 && !o_.publisher_role) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o_.rcvbuf, sizeof o_.rcvbuf);
     // Source address 127.1.x.y, 100 connections per address: ephemeral ports never run
     // out and no server sees more than 100 connections from one address.
-    if (host_.rfind("127.", 0) == 0) {
+    if (o_.spread_sources && host_.rfind("127.", 0) == 0) {
       setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
       const uint32_t slot = static_cast<uint32_t>(c.index / 100 + (o_.publisher_role ? 60000 : 0));
       sockaddr_in src{};
@@ -578,7 +586,7 @@ class Worker {
         const uint64_t delivered_msgs = credit_delivered_ / fanout;
         const uint64_t inflight = s.sent > delivered_msgs ? s.sent - delivered_msgs : 0;
         allowed = inflight_cap() > inflight ? inflight_cap() - inflight : 0;
-        if (o_.workload == Workload::kPriority) allowed = 1024;  // the flood: only TCP holds it back
+        if (o_.workload == Workload::kPriority) allowed = 1024;  // a flat-out flood: only TCP holds it back
         next_wake = std::min(next_wake, t + 1'000'000);
       }
       allowed = std::min(allowed, s.limit - s.sent);
@@ -596,8 +604,8 @@ class Worker {
 
   uint64_t inflight_cap() const {
     if (o_.max_inflight > 0) return o_.max_inflight;
-    if (o_.workload == Workload::kUnicast) return 20000;
-    return std::max<uint64_t>(4, 200000 / static_cast<uint64_t>(std::max(o_.subscribers, 1)));
+    if (o_.workload == Workload::kUnicast) return 5000;
+    return std::max<uint64_t>(4, 50000 / static_cast<uint64_t>(std::max(o_.subscribers, 1)));
   }
 
   void send_messages(Stream& s, int cls, uint64_t n) {
@@ -988,7 +996,9 @@ class Coordinator {
   }
 
   bool spawn() {
-    const int per = o_.per_worker;
+    int per = o_.per_worker;
+    if (o_.sub_workers > 0) per = std::min(per, (o_.subscribers + o_.sub_workers - 1) / o_.sub_workers);
+    per = std::max(per, 1);
     int first = 0;
     while (first < o_.subscribers) {
       const int n = std::min(per, o_.subscribers - first);
