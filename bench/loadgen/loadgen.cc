@@ -777,6 +777,10 @@ class Coordinator {
 
   int run() {
     signal(SIGPIPE, SIG_IGN);
+    // Workers run this same program (by its real path, so ps shows "loadgen").
+    char path[4096];
+    const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+    self_ = n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string("/proc/self/exe");
     if (o_.workload == Workload::kReconnect && !prepublish()) return 1;
     const ProcSample s0 = sample(o_.server_pids);
     const uint64_t t_start = now_ns();
@@ -1024,7 +1028,7 @@ class Coordinator {
       std::vector<char*> cargv;
       for (auto& a : args) cargv.push_back(a.data());
       cargv.push_back(nullptr);
-      execv("/proc/self/exe", cargv.data());
+      execv(self_.c_str(), cargv.data());
       _exit(127);
     }
     close(to[0]);
@@ -1168,6 +1172,7 @@ class Coordinator {
   int argc_;
   char** argv_;
   std::vector<WorkerProc> workers_;
+  std::string self_;
   uint64_t last_progress_ = 0, last_delivered_ = 0;
 };
 
