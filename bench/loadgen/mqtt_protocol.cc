@@ -85,9 +85,11 @@ class MqttProtocol final : public Protocol {
 
   void start_publisher(std::string& out) override { put_connect(out); }
 
-  // QoS 1: the PUBACK confirms the publish. QoS 0 has no acknowledgement, so a PINGREQ
-  // follows each PUBLISH and its PINGRESP (answered in order, after the PUBLISH was
-  // processed) confirms it; every peer thus answers every publish, as Redis does.
+  // QoS 1: the PUBACK confirms the publish. QoS 0 has no acknowledgement, so the adapter
+  // keeps one PINGREQ in flight behind the publishes: the broker answers in order, after it
+  // processed them, and the PINGRESP confirms every QoS 0 publish written before its PINGREQ
+  // (one ping per round trip, not per publish: mosquitto writes each answer with its own
+  // system call, and a ping per publish would double its work on the publisher's side).
   void publish(std::string& out, std::string_view channel, std::string_view payload) override {
     size_t remaining = 2 + channel.size() + (qos_ == 1 ? 2 : 0) + payload.size();
     if (remaining > kMaxRemaining || channel.size() > 0xffff) {
@@ -111,9 +113,8 @@ class MqttProtocol final : public Protocol {
     }
     out.append(payload);
     if (qos_ != 1) {
-      out.push_back(static_cast<char>(kPingreq << 4));
-      out.push_back('\0');
-      ++pings_out_;
+      ++unconfirmed_;
+      if (!ping_in_flight_) send_ping(out);
     }
   }
 
@@ -170,6 +171,15 @@ class MqttProtocol final : public Protocol {
     out.push_back(0x02);
     put_u16(out, 0);
     put_str(out, client_id_);
+  }
+
+  // A PINGREQ covering every QoS 0 publish not yet covered by one.
+  void send_ping(std::string& out) {
+    out.push_back(static_cast<char>(kPingreq << 4));
+    out.push_back('\0');
+    covered_ = unconfirmed_;
+    unconfirmed_ = 0;
+    ping_in_flight_ = true;
   }
 
   uint16_t next_id() {
@@ -255,11 +265,15 @@ class MqttProtocol final : public Protocol {
         sink.on_published();
         return true;
       }
-      case kPingresp:
-        if (n != 0 || pings_out_ == 0) return fail(sink, "mqtt: unexpected PINGRESP");
-        --pings_out_;
-        sink.on_published();
+      case kPingresp: {
+        if (n != 0 || !ping_in_flight_) return fail(sink, "mqtt: unexpected PINGRESP");
+        ping_in_flight_ = false;
+        size_t confirmed = covered_;
+        covered_ = 0;
+        if (unconfirmed_ > 0) send_ping(out);  // publishes written since: cover them too
+        for (size_t i = 0; i < confirmed; ++i) sink.on_published();
         return true;
+      }
       default:
         return fail(sink, "mqtt: unexpected packet type " + std::to_string(type));
     }
@@ -272,7 +286,9 @@ class MqttProtocol final : public Protocol {
   size_t subs_acked_ = 0;
   std::vector<uint16_t> sub_ids_;   // SUBSCRIBEs not yet acknowledged
   std::vector<uint64_t> in_flight_;  // QoS 1 publish ids awaiting PUBACK (bitset, publishers only)
-  size_t pings_out_ = 0;             // QoS 0 publishes awaiting their PINGRESP
+  bool ping_in_flight_ = false;      // a PINGREQ awaiting its PINGRESP
+  size_t covered_ = 0;               // QoS 0 publishes its PINGRESP confirms
+  size_t unconfirmed_ = 0;           // QoS 0 publishes written after it
   bool connected_ = false;
   bool ready_ = false;
   bool failed_ = false;

@@ -150,7 +150,7 @@ struct Recorder final : Sink {
   }
 };
 
-// "" when equal, else where two event lists first differ (short: payloads can be 200 kB).
+// "" when equal, else where two event lists first differ (short: payloads can be 100 kB).
 std::string diff(const std::vector<std::string>& got, const std::vector<std::string>& want) {
   if (got == want) return "";
   size_t i = 0;
@@ -204,6 +204,20 @@ class Conn {
 
   void queue(const std::string& bytes) { outbox_ += bytes; }
 
+  // Publishes through the adapter, remembering how much input had arrived by then, so a
+  // replay can make the same calls at the same points.
+  void publish(std::string_view channel, std::string_view payload) {
+    std::string out;
+    proto_->publish(out, channel, payload);
+    outbox_ += out;
+    script_.push_back({input_.size(), std::string(payload)});
+  }
+  struct Step {
+    size_t at;  // bytes of input received before the call
+    std::string payload;
+  };
+  const std::vector<Step>& script() const { return script_; }
+
   void on_readable() {
     uint8_t buf[16384];
     for (;;) {
@@ -243,6 +257,7 @@ class Conn {
   std::string input_;
   std::string answers_;
   std::string outbox_;
+  std::vector<Step> script_;
 };
 
 // Drives the connections until `done` holds (true) or the deadline passes (false).
@@ -295,7 +310,7 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
 }
 
 // Payloads with the bytes text protocols trip over: CR LF, NUL, 0xff, "MSG"/"$" look-alikes,
-// an empty one, and one larger than a socket read so it arrives in pieces.
+// an empty one, and one larger than a socket read (100 kB) so it arrives in pieces.
 std::vector<std::string> payloads(size_t n, bool with_big) {
   std::vector<std::string> out;
   for (size_t i = 0; i < n; ++i) {
@@ -309,7 +324,7 @@ std::vector<std::string> payloads(size_t n, bool with_big) {
   }
   out.push_back("");
   if (with_big) {
-    std::string big(200'000, '\0');
+    std::string big(100'000, '\0');
     for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 3);
     big.replace(1000, 2, "\r\n");
     out.push_back(big);
@@ -352,9 +367,7 @@ TEST_P(PeerTest, DeliversExactlyOnceIntactAndReplaysAtEverySplit) {
   })) << sub1.events().error << sub2.events().error << pub.events().error;
 
   std::vector<std::string> sent = payloads(40, true);
-  out.clear();
-  for (const std::string& p : sent) pub.proto().publish(out, channel, p);
-  pub.queue(out);
+  for (const std::string& p : sent) pub.publish(channel, p);
   ASSERT_TRUE(pump(all, [&] {
     return sub1.events().messages.size() >= sent.size() && sub2.events().messages.size() >= sent.size() &&
            pub.events().published == sent.size();
@@ -362,9 +375,7 @@ TEST_P(PeerTest, DeliversExactlyOnceIntactAndReplaysAtEverySplit) {
       << " published " << pub.events().published << " of " << sent.size() << " " << sub1.events().error
       << sub2.events().error << pub.events().error;
   // A last marker: once it is in, any duplicate of the earlier ones would have arrived too.
-  out.clear();
-  pub.proto().publish(out, channel, "end");
-  pub.queue(out);
+  pub.publish(channel, "end");
   sent.push_back("end");
   ASSERT_TRUE(pump(all, [&] {
     return sub1.events().messages.size() >= sent.size() && sub2.events().messages.size() >= sent.size() &&
@@ -406,42 +417,45 @@ TEST_P(PeerTest, DeliversExactlyOnceIntactAndReplaysAtEverySplit) {
     }
     return Replay{r.log, answers};
   };
-  auto replay_pub = [&](const std::string& input, const std::vector<size_t>& cuts) {
+  // The publisher: byte at a time, with its publish calls made at the same points of the
+  // input as in the live run (when a PONG or PINGRESP arrives decides what the next covers).
+  auto replay_pub = [&](const std::string& input) {
     auto p = make(c, "pub-1");
-    std::string ignored;
-    p->start_publisher(ignored);
-    for (const std::string& s : sent) p->publish(ignored, channel, s);
-    Recorder r;
     std::string answers;
-    size_t at = 0;
-    for (size_t i = 0; i <= cuts.size(); ++i) {
-      size_t to = i < cuts.size() ? cuts[i] : input.size();
-      std::string o;
-      p->on_input(reinterpret_cast<const uint8_t*>(input.data()) + at, to - at, o, r);
-      answers += o;
-      at = to;
+    p->start_publisher(answers);
+    answers.clear();
+    Recorder r;
+    size_t step = 0;
+    for (size_t at = 0; at <= input.size(); ++at) {
+      for (; step < pub.script().size() && pub.script()[step].at == at; ++step) {
+        std::string ignored;
+        p->publish(ignored, channel, pub.script()[step].payload);
+      }
+      if (at == input.size()) break;
+      p->on_input(reinterpret_cast<const uint8_t*>(input.data()) + at, 1, answers, r);
     }
     return Replay{r.log, answers};
   };
 
-  // Byte at a time, the whole recorded stream (it holds the 200 kB payload).
+  // Byte at a time, the whole recorded stream (it holds the 100 kB payload).
   std::vector<size_t> every;
   for (size_t i = 1; i < sub1.input().size(); ++i) every.push_back(i);
   Replay bytes = replay_sub(sub1.input(), every);
   EXPECT_EQ(diff(bytes.log, sub1.events().log), "");
   EXPECT_TRUE(bytes.answers == sub1.answers());
-  every.clear();
-  for (size_t i = 1; i < pub.input().size(); ++i) every.push_back(i);
-  Replay pub_bytes = replay_pub(pub.input(), every);
+  Replay pub_bytes = replay_pub(pub.input());
   EXPECT_EQ(diff(pub_bytes.log, pub.events().log), "");
+  EXPECT_TRUE(pub_bytes.answers == pub.answers());
 
-  // Every single split point of the stream's first 4 kB (handshake and the small
-  // messages; the events are compared whole, so the tail is fed as one piece).
-  size_t head = std::min<size_t>(sub1.input().size(), 4096);
-  for (size_t cut = 1; cut < head; ++cut) {
-    Replay r = replay_sub(sub1.input(), {cut});
-    ASSERT_EQ(diff(r.log, sub1.events().log), "") << "split at " << cut;
-    ASSERT_TRUE(r.answers == sub1.answers()) << "split at " << cut;
+  // Every single split point of the stream's first 4 kB (the handshake and the small
+  // messages): each gives what the same 4 kB give fed whole.
+  const std::string head = sub1.input().substr(0, 4096);
+  const Replay whole = replay_sub(head, {});
+  EXPECT_GT(whole.log.size(), 5u);
+  for (size_t cut = 1; cut < head.size(); ++cut) {
+    Replay r = replay_sub(head, {cut});
+    ASSERT_EQ(diff(r.log, whole.log), "") << "split at " << cut;
+    ASSERT_TRUE(r.answers == whole.answers) << "split at " << cut;
   }
   // Random chunkings of the whole stream.
   std::mt19937 rng(7);
@@ -611,6 +625,51 @@ TEST(PeerLimits, NatsPayloadAndLineLimits) {
     EXPECT_EQ(r.messages, std::vector<std::string>{"hi"});  // MSG with a reply subject
     feed(*p, std::string(70'000, 'x'), r);
     EXPECT_NE(r.error.find("control line too long"), std::string::npos) << r.error;
+  }
+}
+
+// MQTT QoS 0 and NATS confirm publishes with one ping in flight at a time: the pong confirms
+// every publish written before its ping, and publishes written meanwhile get the next ping.
+TEST(PeerConfirm, OnePingInFlightCoversThePublishesBeforeIt) {
+  auto count = [](const std::string& s, std::string_view what) {
+    size_t n = 0;
+    for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+    return n;
+  };
+  {
+    auto p = make_mqtt_protocol({});
+    Recorder r;
+    std::string out;
+    p->start_publisher(out);
+    feed(*p, std::string("\x20\x02\x00\x00", 4), r);
+    out.clear();
+    for (int i = 0; i < 3; ++i) p->publish(out, "t", "x");
+    EXPECT_EQ(count(out, std::string("\xc0\x00", 2)), 1u);  // one PINGREQ, after the first PUBLISH
+    std::string answer = feed(*p, std::string("\xd0\x00", 2), r);
+    EXPECT_EQ(r.published, 1u);
+    EXPECT_EQ(answer, std::string("\xc0\x00", 2));  // the next ping covers the other two
+    answer = feed(*p, std::string("\xd0\x00", 2), r);
+    EXPECT_EQ(r.published, 3u);
+    EXPECT_EQ(answer, "");
+    feed(*p, std::string("\xd0\x00", 2), r);  // a PINGRESP nobody asked for
+    EXPECT_NE(r.error.find("unexpected PINGRESP"), std::string::npos) << r.error;
+  }
+  {
+    auto p = make_nats_protocol({});
+    Recorder r;
+    std::string out;
+    p->start_publisher(out);
+    EXPECT_EQ(count(out, "PING\r\n"), 1u);
+    out.clear();
+    for (int i = 0; i < 3; ++i) p->publish(out, "t", "x");  // before ready: the handshake ping is in flight
+    EXPECT_EQ(out, "PUB t 1\r\nx\r\nPUB t 1\r\nx\r\nPUB t 1\r\nx\r\n");
+    std::string answer = feed(*p, "INFO {}\r\nPONG\r\n", r);
+    EXPECT_EQ(r.ready, 1u);
+    EXPECT_EQ(r.published, 0u);
+    EXPECT_EQ(answer, "PING\r\n");
+    answer = feed(*p, "PONG\r\n", r);
+    EXPECT_EQ(r.published, 3u);
+    EXPECT_EQ(answer, "");
   }
 }
 

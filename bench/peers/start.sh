@@ -18,7 +18,7 @@ die() { echo "start.sh: $*" >&2; exit 1; }
 system=$1 port=$2 dir=$3 variant=${4:-}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-[[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "bad port '$port'"
+if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then die "bad port '$port'"; fi
 [[ -d $dir ]] || die "no such directory '$dir'"
 dir="$(cd "$dir" && pwd)"
 
