@@ -915,7 +915,11 @@ class Coordinator {
     // Verdict: every connection up and alive to the end, nothing missing.
     if (t.dead > 0) return fail_msg(std::to_string(t.dead) + " connection(s) failed or were closed by the server");
     const uint64_t lost = result.value("lost", uint64_t{0});
-    if (lost > 0) return fail_msg(std::to_string(lost) + " message(s) missing of " + std::to_string(expected));
+    if (lost > 0) {
+      const uint64_t of = priority ? t.sent[1] * sub_total : expected;
+      return fail_msg(std::to_string(lost) + " deliveries missing of " + std::to_string(of) +
+                      (priority ? " P0 probe deliveries" : "") + " (not received within --drain-timeout)");
+    }
     return 0;
   }
 
