@@ -184,6 +184,10 @@ for run in $(seq "$RUNS"); do
       fi
     done
   fi
+  # MQTT QoS 1 (acknowledged delivery, what Herald's acked delivery compares with): W2 at 50 msg/s.
+  if wanted W2 && [[ $MODE == full ]]; then
+    one W2 mqtt "${W2_N}subs-50ps-qos1" "$run" "" -- --workload broadcast --subscribers "$W2_N" --rate 50 --qos 1 --seconds "$SECS" "${COMMON[@]}"
+  fi
   # W3 unicast: personal channels, publishes to random users.
   if wanted W3; then
     for s in herald "${PEERS[@]}"; do

@@ -97,7 +97,7 @@ struct Options {
   int count = 0;
 };
 
-[[noreturn]] void usage(const std::string& why) {
+[[noreturn]] void usage(const std::string& why, int status = 2) {
   std::fprintf(stderr,
                "loadgen: %s\n"
                "usage: loadgen --system herald|herald-ws|mqtt|redis|nats --server HOST:PORT\n"
@@ -108,7 +108,7 @@ struct Options {
                "  [--server-pid PID]... [--meta JSON] [--prefix P] [--channel C] [--rcvbuf BYTES]\n"
                "  [--sub-workers N] [--no-source-spread]\n",
                why.c_str());
-  std::exit(2);
+  std::exit(status);
 }
 
 Options parse(int argc, char** argv) {
@@ -120,7 +120,9 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     auto num = [&]() { return std::stod(val()); };
-    if (k == "--system") {
+    if (k == "--help" || k == "-h") {
+      usage("the benchmark load generator (bench/run.sh drives it; docs/benchmarks.md, issue 7)", 0);
+    } else if (k == "--system") {
       if (!parse_system(val(), o.system)) usage("unknown system " + std::string(argv[i]));
     } else if (k == "--server") o.server = val();
     else if (k == "--api") o.api = val();
