@@ -193,7 +193,7 @@ TEST_P(HeraldAdapter, BadTokenIsAnError) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, HeraldAdapter, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? std::string("WebSocket") : std::string("Tcp"); });
+                         [](const auto& p) { return p.param ? std::string("WebSocket") : std::string("Tcp"); });
 
 // Ping is answered with a Pong carrying its nonce; undecodable input is an error.
 TEST(HeraldAdapterSansIo, PingGetsPongAndGarbageIsAnError) {
