@@ -13,6 +13,11 @@ PACKAGES=(
   python3 python3-crc32c openssl sqlite3 strace iproute2 liburing-dev
   sslscan testssl.sh
   chromium python3-websockets slowhttptest
+  # Issue 7's benchmark peers (started only by bench/peers/start.sh, on ports it picks, never
+  # as services) and the plots of bench/plot.py.
+  mosquitto redis-server nats-server python3-matplotlib
+  # bench/run.sh's W4 (bench/run_durable_bench.sh reads heraldd's /v1/stats with it).
+  curl
 )
 # Node and npm for the JS client's tests; a machine that already has them (e.g. from
 # NodeSource, whose nodejs bundles npm) keeps its own.
