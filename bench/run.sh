@@ -126,11 +126,6 @@ one() {
     return 0
   fi
   local meta extra=()
-  # Redis in protected mode (bench/peers/redis.conf) refuses clients whose address is not
-  # exactly 127.0.0.1: no source-address spreading for it (10,000 ports of 127.0.0.1 suffice).
-  if [[ $system == redis ]] && grep -q '^protected-mode yes' "$ROOT/bench/peers/redis.conf"; then
-    extra+=(--no-source-spread)
-  fi
   if [[ $workload == W6 ]]; then extra+=(--api "$SRV_API"); fi
   meta="$($PY -c 'import json,sys; print(json.dumps({"workload":sys.argv[1],"variant":sys.argv[2],"run":int(sys.argv[3]),"config":sys.argv[4],"version":sys.argv[5],"ts":sys.argv[6]}))' \
     "$workload" "$variant" "$run" "$SRV_CONFIG" "$SRV_VERSION" "$TS")"
