@@ -52,8 +52,7 @@ Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::strin
       tls_(tls),
       peer_ip_(std::move(peer_ip)),
       session_(ws ? &loop->context().ws_session_config : &loop->context().session_config,
-               loop->context().verifier.get(), this, &loop->codec(),
-               std::to_string(loop->index()) + "-" + std::to_string(id & 0xFFFFFFFFFFFFFF), monotonic_ms()),
+               loop->context().verifier.get(), this, &loop->codec(), monotonic_ms()),
       lanes_(&loop->context().output_limits, loop->lane_counters()) {
   if (ws) ws_ = std::make_unique<WsConnection>(this, &loop->context().ws_settings, monotonic_ms());
 }
@@ -438,14 +437,18 @@ void Connection::release() {
     ctx.hub->unsubscribe(loop_->index(), channel);
     loop_->remove_subscriber(channel, id_);
   }
-  if (!user_.empty()) {
-    ctx.limiter->remove_user(user_);
-    loop_->remove_user(user_, id_);
+  if (user_counted_) {
+    ctx.limiter->remove_user(session_.user_id());
+    loop_->remove_user(session_.user_id(), id_);
   }
   ctx.limiter->remove_connection(peer_ip_);
 }
 
 // ---------------------------------------------------------------- SessionHost
+
+std::string Connection::session_id() const {
+  return std::to_string(loop_->index()) + "-" + std::to_string(id_ & 0xFFFFFFFFFFFFFF);
+}
 
 codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {
   ServerContext& ctx = loop_->context();
@@ -454,9 +457,9 @@ codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {
     ctx.metrics->auth_failure(AuthFailure::kLimit);
     return s;
   }
-  user_ = claims.user_id;
-  loop_->add_user(user_, id_);
-  if (ctx.durable != nullptr) ctx.durable->note_device(user_, device_key(), unix_ms());
+  user_counted_ = true;  // the session keeps claims.user_id from here on
+  loop_->add_user(claims.user_id, id_);
+  if (ctx.durable != nullptr) ctx.durable->note_device(claims.user_id, device_key(), unix_ms());
   return codec::Status::kOk;
 }
 
@@ -576,8 +579,8 @@ void Connection::send_dismiss(const std::string& channel, uint64_t offset, const
 void Connection::on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept {
   // Live channels keep no per-device state; durable ones record receipts and the device's cursor.
   ServerContext& ctx = loop_->context();
-  if (ctx.durable == nullptr || user_.empty() || !ctx.config->policy_for(channel).durable) return;
-  ctx.durable->note_ack(user_, device_key(), channel, epoch, offset, unix_ms());
+  if (ctx.durable == nullptr || !user_counted_ || !ctx.config->policy_for(channel).durable) return;
+  ctx.durable->note_ack(session_.user_id(), device_key(), channel, epoch, offset, unix_ms());
 }
 
 }  // namespace herald::server

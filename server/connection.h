@@ -56,6 +56,7 @@ class Connection final : public SessionHost {
   // ---- SessionHost ----
   void send(codec::EncodedMessage&& frame) noexcept override;
   void send_publication(const PublicationPtr& p) noexcept override;
+  std::string session_id() const override;
   codec::Status on_authenticated(const TokenClaims& claims) noexcept override;
   SessionSubscribeResult subscribe(const std::string& channel, bool resume, const std::string& epoch, uint64_t offset,
                                    std::vector<PublicationPtr>& replay) noexcept override;
@@ -99,7 +100,7 @@ class Connection final : public SessionHost {
   DeliveryLanes lanes_;
   uint64_t timer_deadline_ = UINT64_MAX;
   uint64_t close_deadline_ms_ = UINT64_MAX;
-  std::string user_;  // set once authenticated and counted
+  bool user_counted_ = false;  // session_.user_id() is counted in the limiter and the loop
   bool closing_ = false;
   bool reaped_ = false;
   bool released_ = false;

@@ -607,7 +607,7 @@ void Server::user_info(const std::string& user, std::function<void(nlohmann::jso
     loop->post([this, g, user](Loop& l) {
       nlohmann::json conns = nlohmann::json::array();
       for (Connection* c : l.connections_of(user)) {
-        conns.push_back({{"session_id", c->session().session_id()},
+        conns.push_back({{"session_id", c->session_id()},
                          {"device_id", c->session().device_id()},
                          {"peer_ip", c->peer_ip()},
                          {"loop", l.index()},

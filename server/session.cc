@@ -94,15 +94,23 @@ Status peer_code(uint32_t code) noexcept {
   return Status::kInvalidField;
 }
 
+// Keeps what later requests use (user, expiry, grants, publish right) of a verified token.
+void keep_claims(SessionClaims& kept, TokenClaims&& claims) {
+  kept.user_id = std::move(claims.user_id);
+  kept.expires_at_s = claims.expires_at_s;
+  kept.channels = std::move(claims.channels);
+  kept.channels.shrink_to_fit();
+  kept.publish = claims.publish;
+}
+
 }  // namespace
 
 Session::Session(const SessionConfig* config, const JwtVerifier* verifier, SessionHost* host,
-                 codec::CodecContext* ctx, std::string session_id, uint64_t accepted_ms) noexcept
+                 codec::CodecContext* ctx, uint64_t accepted_ms) noexcept
     : config_(config),
       verifier_(verifier),
       host_(host),
       ctx_(ctx),
-      session_id_(std::move(session_id)),
       reader_(codec::handshake_reader_limits(), ctx),
       handshake_deadline_ms_(add_sat(accepted_ms, uint64_t{config->handshake_timeout_ms})) {}
 
@@ -136,7 +144,7 @@ Status Session::on_eof(uint64_t /*now_ms*/) noexcept {
   state_ = State::kClosed;  // the peer is gone: nothing more is sent
   if (!codec::ok(s)) {
     fatal_ = s;
-    close_reason_ = cat(codec::describe(s), " (connection closed by the client)");
+    set_close_reason(cat(codec::describe(s), " (connection closed by the client)"));
   }
   return fatal_;
 }
@@ -202,7 +210,7 @@ Status Session::on_hello(const codec::InboundMessage& m, uint64_t now_ms) noexce
     params_ = {};
     return fail(s, s == Status::kNoCommonVersion ? "no common protocol version" : "invalid size limits in Hello");
   }
-  welcome.set_session_id(session_id_);
+  welcome.set_session_id(host_->session_id());
   device_id_ = clean_text(hello.device_id(), kMaxDeviceId);
 
   // Welcome always carries header version 1 (§12), is never compressed, and is the
@@ -237,9 +245,10 @@ Status Session::on_auth(const codec::InboundMessage& m, uint64_t now_ms, int64_t
   Status s = verifier_->verify(auth.token(), unix_ms / 1000, claims, &reason);
   if (!codec::ok(s)) return fail(s, reason.empty() ? codec::describe(s) : std::string_view(reason));
   s = host_->on_authenticated(claims);
+  // Kept even if the host closed the session meanwhile: it counted this user.
+  if (codec::ok(s)) keep_claims(claims_, std::move(claims));
   if (stopped()) return fatal_;
   if (!codec::ok(s)) return fail(s, codec::describe(s));
-  claims_ = std::move(claims);
   authenticated_ = true;
   state_ = State::kReady;
   set_token_deadline(now_ms, unix_ms);
@@ -260,7 +269,7 @@ Status Session::on_refresh(const codec::InboundMessage& m, uint64_t now_ms, int6
   if (claims.user_id != claims_.user_id) return fail(Status::kAuthFailed, "refresh token belongs to another user");
   // The new token's grants and publish flag apply to later requests; existing
   // subscriptions stay (the protocol has no server-side unsubscribe).
-  claims_ = std::move(claims);
+  keep_claims(claims_, std::move(claims));
   set_token_deadline(now_ms, unix_ms);
   v1::AuthOk ok;
   ok.set_user_id(claims_.user_id);
@@ -443,10 +452,10 @@ Status Session::on_peer_error(const codec::InboundMessage& m) noexcept {
   const Status s = codec::parse_message(m.type, m.body, reader_.max_message_size(), error);
   if (codec::ok(s)) {
     fatal_ = peer_code(error.code());
-    close_reason_ = clean_text(cat("client error ", std::to_string(error.code()), ": ") + error.text(), kMaxErrorText);
+    set_close_reason(clean_text(cat("client error ", std::to_string(error.code()), ": ") + error.text(), kMaxErrorText));
   } else {
     fatal_ = s;
-    close_reason_ = "malformed Error frame from the client";
+    set_close_reason("malformed Error frame from the client");
   }
   state_ = State::kClosing;
   return fatal_;
@@ -470,7 +479,7 @@ Status Session::may_subscribe(const std::string& channel) const noexcept {
     case NamespacePolicy::Subscribe::kAny:
       return Status::kOk;
     case NamespacePolicy::Subscribe::kGrant:
-      return token_grants(claims_, channel) ? Status::kOk : Status::kPermissionDenied;
+      return token_grants(claims_.channels, channel) ? Status::kOk : Status::kPermissionDenied;
     case NamespacePolicy::Subscribe::kNone:
       break;
   }
@@ -483,7 +492,7 @@ Status Session::may_publish(const std::string& channel) const noexcept {
     case NamespacePolicy::Publish::kAny:
       return Status::kOk;
     case NamespacePolicy::Publish::kGrant:
-      return token_grants(claims_, channel) ? Status::kOk : Status::kPermissionDenied;
+      return token_grants(claims_.channels, channel) ? Status::kOk : Status::kPermissionDenied;
     case NamespacePolicy::Publish::kNone:
       break;
   }
@@ -631,11 +640,11 @@ Status Session::fail(Status code, std::string_view text) noexcept {
   if (stopped()) return fatal_;
   if (codec::ok(code) || code == Status::kNeedMore) code = Status::kInternal;  // never "keep going"
   fatal_ = code;
-  close_reason_ = clean_text(text, kMaxErrorText);
+  const std::string& reason = set_close_reason(clean_text(text, kMaxErrorText));
   state_ = State::kClosing;  // before send: a host calling back finds the session closing
   v1::Error error;
   error.set_code(static_cast<uint32_t>(code));
-  error.set_text(close_reason_);
+  error.set_text(reason);
   error.set_temporary(codec::is_temporary(code));
   send(error, FrameType::kError);
   return fatal_;
@@ -649,15 +658,27 @@ void Session::go_away(Status code, std::string_view reason, uint32_t reconnect_a
     return;
   }
   fatal_ = code;
-  close_reason_ = clean_text(reason, kMaxErrorText);
+  const std::string& text = set_close_reason(clean_text(reason, kMaxErrorText));
   state_ = State::kClosing;
   v1::GoAway g;
   g.set_code(static_cast<uint32_t>(code));
-  g.set_reason(close_reason_);
+  g.set_reason(text);
   g.set_reconnect_after_ms(reconnect_after_ms);
   send(g, FrameType::kGoAway);
 }
 
 void Session::disconnect(Status code, std::string_view reason) noexcept { fail(code, reason); }
+
+const std::string& Session::close_reason() const noexcept {
+  static const std::string kNone;
+  return close_reason_ != nullptr ? *close_reason_ : kNone;
+}
+
+const std::string& Session::set_close_reason(std::string text) noexcept {
+  // Allocation failure here would end the process anyway (std::string already allocated).
+  if (close_reason_ == nullptr) close_reason_ = std::make_unique<std::string>();
+  *close_reason_ = std::move(text);
+  return *close_reason_;
+}
 
 }  // namespace herald::server
