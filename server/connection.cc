@@ -351,9 +351,20 @@ void Connection::update_timer() {
     deadline = std::min(deadline, monotonic_ms() + loop_->context().output_limits.soft_ms / 4 + 1);
   }
   if (ws_ != nullptr) deadline = std::min(deadline, ws_->deadline_ms());
-  if (deadline != timer_deadline_) {
-    timer_deadline_ = deadline;
-    if (deadline != UINT64_MAX) loop_->schedule_timer(this, deadline);
+  timer_deadline_ = deadline;
+  if (deadline < timer_queued_) {
+    timer_queued_ = deadline;
+    loop_->schedule_timer(this, deadline);
+  }
+}
+
+void Connection::timer_fired(uint64_t entry_ms, uint64_t now_ms) {
+  if (entry_ms != timer_queued_) return;  // an older entry, superseded by an earlier one
+  timer_queued_ = UINT64_MAX;
+  if (timer_deadline_ <= now_ms) {
+    on_timer();
+  } else {
+    update_timer();  // the deadline moved later since this entry was queued
   }
 }
 

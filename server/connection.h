@@ -36,7 +36,6 @@ class Connection final : public SessionHost {
   const std::string& peer_ip() const noexcept { return peer_ip_; }
   bool closing() const noexcept { return closing_; }
   CloseReason close_reason() const noexcept { return close_reason_; }
-  uint64_t timer_deadline() const noexcept { return timer_deadline_; }
 
   // A live publication posted to this loop for a channel this connection joined.
   void deliver(const PublicationPtr& p);
@@ -46,7 +45,8 @@ class Connection final : public SessionHost {
   void send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id);
   // Writes what is queued (called by the loop's end-of-iteration flush).
   void flush();
-  void on_timer();
+  // The loop's timer heap popped an entry of this connection queued for `entry_ms`.
+  void timer_fired(uint64_t entry_ms, uint64_t now_ms);
   // Server-side close paths.
   void go_away(uint32_t reconnect_after_ms);
   void disconnect(codec::Status code, const std::string& reason);
@@ -81,6 +81,7 @@ class Connection final : public SessionHost {
   void start_closing(CloseReason reason);
   void finish_if_flushed();
   void maybe_send_go_away();
+  void on_timer();
   void update_timer();
   void flush_plain();
   // Plain TCP: which directions the socket event watches; false if libevent refused.
@@ -98,7 +99,11 @@ class Connection final : public SessionHost {
   bufferevent* bev_ = nullptr;
   Session session_;
   DeliveryLanes lanes_;
-  uint64_t timer_deadline_ = UINT64_MAX;
+  uint64_t timer_deadline_ = UINT64_MAX;  // when on_timer must run next
+  // The earliest entry this connection has in the loop's timer heap. A later deadline
+  // queues nothing: that entry fires first and queues the deadline then, so an idle
+  // connection holds one heap entry however often its deadline moves.
+  uint64_t timer_queued_ = UINT64_MAX;
   uint64_t close_deadline_ms_ = UINT64_MAX;
   bool user_counted_ = false;  // session_.user_id() is counted in the limiter and the loop
   bool closing_ = false;

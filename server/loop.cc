@@ -275,8 +275,8 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
     const auto [deadline, id] = loop->timers_.top();
     loop->timers_.pop();
     Connection* c = loop->find(id);
-    // Stale entries (the connection moved its deadline, or is gone) are skipped.
-    if (c != nullptr && c->timer_deadline() == deadline) c->on_timer();
+    // Entries of connections that are gone are dropped; the connection decides about the rest.
+    if (c != nullptr) c->timer_fired(deadline, now);
   }
   loop->arm_timer();
 }
