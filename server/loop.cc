@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "server/connection.h"
 #include "server/metrics.h"
+#include "server/policy.h"
 #include "server/server_context.h"
 
 namespace herald::server {
@@ -147,12 +149,12 @@ void Loop::drain_posts() {
 }
 
 void Loop::deliver(const PublicationPtr& p) {
-  auto it = subscribers_.find(p->channel());
-  if (it == subscribers_.end()) return;
+  const IdList* list = subscribers_of(p->channel());
+  if (list == nullptr) return;
   bool any = false;
   // No copy of the list: delivering never edits it (a connection that closes leaves
-  // it when it is reaped, after this callback), and `it` stays valid.
-  const IdList& ids = it->second;
+  // it when it is reaped, after this callback), and the entry stays.
+  const IdList& ids = *list;
   for (size_t i = 0; i < ids.size(); ++i) {
     Connection* c = find(ids[i]);
     if (c == nullptr) continue;
@@ -288,31 +290,72 @@ Connection* Loop::find(ConnectionId id) const {
   return it == connections_.end() ? nullptr : it->second.get();
 }
 
-void Loop::add_subscriber(const std::string& channel, ConnectionId id) { subscribers_[channel].push_back(id); }
-
 namespace {
 
-void remove_id(std::unordered_map<std::string, IdList>& map, const std::string& key, ConnectionId id) {
-  auto it = map.find(key);
-  if (it == map.end()) return;
-  it->second.remove(id);
-  if (it->second.empty()) map.erase(it);
+// The <id> of "user:<id>", or nullopt for any other channel.
+std::optional<std::string_view> personal_user(std::string_view channel) noexcept {
+  if (namespace_of(channel) != kUserNamespace) return std::nullopt;
+  return channel.substr(kUserNamespace.size() + 1);
 }
 
 }  // namespace
 
-void Loop::remove_subscriber(const std::string& channel, ConnectionId id) { remove_id(subscribers_, channel, id); }
+const IdList* Loop::subscribers_of(std::string_view channel) const {
+  if (auto user = personal_user(channel)) {
+    auto it = users_.find(*user);
+    return it == users_.end() || it->second.personal.empty() ? nullptr : &it->second.personal;
+  }
+  auto it = subscribers_.find(channel);
+  return it == subscribers_.end() ? nullptr : &it->second;
+}
 
-void Loop::add_user(const std::string& user, ConnectionId id) { users_[user].push_back(id); }
+void Loop::add_subscriber(const std::string& channel, ConnectionId id) {
+  if (auto user = personal_user(channel)) {
+    // Only the user's own connections may subscribe, so the entry usually exists already.
+    auto it = users_.find(*user);
+    if (it == users_.end()) it = users_.try_emplace(std::string(*user)).first;
+    it->second.personal.push_back(id);
+    return;
+  }
+  auto it = subscribers_.find(std::string_view(channel));
+  if (it == subscribers_.end()) it = subscribers_.try_emplace(channel).first;
+  it->second.push_back(id);
+}
 
-void Loop::remove_user(const std::string& user, ConnectionId id) { remove_id(users_, user, id); }
+void Loop::remove_subscriber(const std::string& channel, ConnectionId id) {
+  if (auto user = personal_user(channel)) {
+    auto it = users_.find(*user);
+    if (it == users_.end()) return;
+    it->second.personal.remove(id);
+    if (it->second.personal.empty() && it->second.connections.empty()) users_.erase(it);
+    return;
+  }
+  auto it = subscribers_.find(std::string_view(channel));
+  if (it == subscribers_.end()) return;
+  it->second.remove(id);
+  if (it->second.empty()) subscribers_.erase(it);
+}
+
+void Loop::add_user(const std::string& user, ConnectionId id) {
+  auto it = users_.find(std::string_view(user));
+  if (it == users_.end()) it = users_.try_emplace(user).first;
+  it->second.connections.push_back(id);
+}
+
+void Loop::remove_user(const std::string& user, ConnectionId id) {
+  auto it = users_.find(std::string_view(user));
+  if (it == users_.end()) return;
+  it->second.connections.remove(id);
+  if (it->second.personal.empty() && it->second.connections.empty()) users_.erase(it);
+}
 
 std::vector<Connection*> Loop::connections_of(const std::string& user) const {
   std::vector<Connection*> out;
-  auto it = users_.find(user);
+  auto it = users_.find(std::string_view(user));
   if (it == users_.end()) return out;
-  for (size_t i = 0; i < it->second.size(); ++i) {
-    if (Connection* c = find(it->second[i])) out.push_back(c);
+  const IdList& ids = it->second.connections;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (Connection* c = find(ids[i])) out.push_back(c);
   }
   return out;
 }

@@ -74,6 +74,8 @@ class Loop {
   void schedule_timer(Connection* c, uint64_t deadline_ms);
 
   Connection* find(ConnectionId id) const;
+  // Registries of this loop's connections by channel and by user. A personal channel
+  // `user:<id>` is kept in its user's entry, not in a map entry of its own.
   void add_subscriber(const std::string& channel, ConnectionId id);
   void remove_subscriber(const std::string& channel, ConnectionId id);
   void add_user(const std::string& user, ConnectionId id);
@@ -121,8 +123,18 @@ class Loop {
   std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
   std::atomic<size_t> connection_count_{0};
   ConnectionId next_id_ = 1;
-  std::unordered_map<std::string, IdList> subscribers_;  // channel -> local subscribers
-  std::unordered_map<std::string, IdList> users_;        // user -> local connections
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  struct UserEntry {
+    IdList connections;  // the user's authenticated connections on this loop
+    IdList personal;     // those subscribed to user:<id>
+  };
+  // Subscribers of `channel` on this loop; null if none.
+  const IdList* subscribers_of(std::string_view channel) const;
+  std::unordered_map<std::string, IdList, StringHash, std::equal_to<>> subscribers_;  // channel -> local subscribers (not user:)
+  std::unordered_map<std::string, UserEntry, StringHash, std::equal_to<>> users_;     // user -> local connections
   std::vector<ConnectionId> pending_flush_;
   std::vector<ConnectionId> pending_reap_;
   using TimerEntry = std::pair<uint64_t, ConnectionId>;
