@@ -88,7 +88,8 @@ struct ChannelHub::ChannelState {
 
   const std::string* name = nullptr;  // the shard map's key (nodes don't move)
   LoopCounts subscribers;             // per loop
-  size_t total = 0;                   // sum of subscribers
+  uint32_t total = 0;                 // sum of subscribers
+  uint32_t user_connections = 0;      // personal channels: the user's connections (add_user_connection)
   // Allocated with the channel's first remembered message id (an empty map is 56
   // bytes, which every personal channel would pay); released with the state.
   std::unique_ptr<DedupMap> dedup;
@@ -356,7 +357,7 @@ bool ChannelHub::pop_dedup_front(Shard& shard) noexcept {
 }
 
 void ChannelHub::erase_if_unused(Shard& shard, ChannelState& state) noexcept {
-  if (state.total > 0 || state.has_dedup() || state.pending != nullptr) return;
+  if (state.total > 0 || state.user_connections > 0 || state.has_dedup() || state.pending != nullptr) return;
   shard.channels.erase(shard.channels.find(std::string_view(*state.name)));
 }
 
@@ -403,6 +404,35 @@ void ChannelHub::unsubscribe(size_t loop, std::string_view channel) {
   if (it == shard.channels.end() || it->second.subscribers.get(loop) == 0) return;
   it->second.subscribers.remove(loop);
   --it->second.total;
+  erase_if_unused(shard, it->second);
+}
+
+codec::Status ChannelHub::add_user_connection(std::string_view user, uint32_t max) {
+  std::string channel;
+  channel.reserve(kUserNamespace.size() + 1 + user.size());
+  channel.append(kUserNamespace).append(":").append(user);
+  Shard& shard = shard_for(channel);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.channels.find(std::string_view(channel));
+  if (it == shard.channels.end()) {
+    if (max == 0) return codec::Status::kTooManyConnections;
+    it = shard.channels.try_emplace(std::move(channel)).first;
+    it->second.name = &it->first;
+  }
+  if (it->second.user_connections >= max) return codec::Status::kTooManyConnections;
+  ++it->second.user_connections;
+  return codec::Status::kOk;
+}
+
+void ChannelHub::remove_user_connection(std::string_view user) {
+  std::string channel;
+  channel.reserve(kUserNamespace.size() + 1 + user.size());
+  channel.append(kUserNamespace).append(":").append(user);
+  Shard& shard = shard_for(channel);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.channels.find(std::string_view(channel));
+  if (it == shard.channels.end() || it->second.user_connections == 0) return;
+  --it->second.user_connections;
   erase_if_unused(shard, it->second);
 }
 

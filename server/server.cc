@@ -90,8 +90,6 @@ void refuse(evutil_socket_t fd, codec::Status code, const std::string& text) {
 }  // namespace
 
 Server::Server(Config config) : config_(std::move(config)) {
-  limiter_ = std::make_unique<ConnectionLimiter>(config_.max_connections, config_.max_connections_per_ip,
-                                                 config_.max_connections_per_user);
   accept_rate_ = std::make_unique<TokenBucket>(config_.accept_rate, config_.accept_burst, monotonic_us());
   history_ = std::make_unique<MemoryHistory>();
   const Config* cfg = &config_;
@@ -109,6 +107,8 @@ Server::Server(Config config) : config_(std::move(config)) {
         return o;
       },
       uint64_t{config_.dedup_window_s} * 1000, hub_limits);
+  limiter_ = std::make_unique<ConnectionLimiter>(config_.max_connections, config_.max_connections_per_ip,
+                                                 config_.max_connections_per_user, hub_.get());
 
   context_.config = &config_;
   context_.hub = hub_.get();
@@ -691,18 +691,10 @@ void ConnectionLimiter::remove_connection(const std::string& ip) {
 }
 
 codec::Status ConnectionLimiter::add_user(const std::string& user) {
-  std::lock_guard lock(mu_);
-  uint32_t& n = per_user_[user];
-  if (n >= max_per_user_) return codec::Status::kTooManyConnections;
-  ++n;
-  return codec::Status::kOk;
+  return hub_->add_user_connection(user, max_per_user_);
 }
 
-void ConnectionLimiter::remove_user(const std::string& user) {
-  std::lock_guard lock(mu_);
-  auto it = per_user_.find(user);
-  if (it != per_user_.end() && --it->second == 0) per_user_.erase(it);
-}
+void ConnectionLimiter::remove_user(const std::string& user) { hub_->remove_user_connection(user); }
 
 size_t ConnectionLimiter::total() const {
   std::lock_guard lock(mu_);

@@ -29,8 +29,10 @@ class DurableHistory;
 // acceptor and every loop. Thread-safe.
 class ConnectionLimiter {
  public:
-  ConnectionLimiter(uint32_t max_total, uint32_t max_per_ip, uint32_t max_per_user)
-      : max_total_(max_total), max_per_ip_(max_per_ip), max_per_user_(max_per_user) {}
+  // Per-user counts are kept by `hub` (ChannelHub::add_user_connection), which must
+  // outlive the limiter.
+  ConnectionLimiter(uint32_t max_total, uint32_t max_per_ip, uint32_t max_per_user, ChannelHub* hub)
+      : max_total_(max_total), max_per_ip_(max_per_ip), max_per_user_(max_per_user), hub_(hub) {}
   // kOk, or kTooManyConnections with `which` = "total" / "ip".
   codec::Status add_connection(const std::string& ip, const char** which);
   void remove_connection(const std::string& ip);
@@ -43,7 +45,7 @@ class ConnectionLimiter {
   const uint32_t max_total_, max_per_ip_, max_per_user_;
   size_t total_ = 0;
   std::unordered_map<std::string, uint32_t> per_ip_;
-  std::unordered_map<std::string, uint32_t> per_user_;
+  ChannelHub* hub_;
 };
 
 struct ServerContext {
