@@ -458,7 +458,7 @@ void Connection::release() {
 // ---------------------------------------------------------------- SessionHost
 
 std::string Connection::session_id() const {
-  return std::to_string(loop_->index()) + "-" + std::to_string(id_ & 0xFFFFFFFFFFFFFF);
+  return std::to_string(loop_->index()) + "-" + std::to_string(connection_serial(id_));
 }
 
 codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {

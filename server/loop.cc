@@ -21,6 +21,8 @@ constexpr size_t kReadBufferSize = 64 * 1024;  // one per loop, shared by its co
 constexpr int kPriorityIo = 0;
 constexpr int kPriorityFlush = 1;  // runs after every I/O callback of the iteration
 constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
+constexpr uint64_t kSlotBits = 24;                 // connection id layout: see ConnectionId
+constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
 
 }  // namespace
 
@@ -61,8 +63,10 @@ Loop::Loop(size_t index, ServerContext* context)
 
 Loop::~Loop() {
   join();
-  for (auto& [id, c] : connections_) c->release();
-  connections_.clear();
+  for (auto& c : slots_) {
+    if (c != nullptr) c->release();
+  }
+  slots_.clear();
   report_counters();
   event_free(report_ev_);
   event_free(wakeup_ev_);
@@ -107,10 +111,24 @@ void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
       loop.context_->limiter->remove_connection(ip);
       return;
     }
-    const ConnectionId id = (static_cast<uint64_t>(loop.index_) << 56) | loop.next_id_++;
-    auto c = std::make_unique<Connection>(&loop, id, fd, tls, ip, ws);
-    Connection* raw = c.get();
-    loop.connections_.emplace(id, std::move(c));
+    uint64_t slot;
+    if (!loop.free_slots_.empty()) {
+      slot = loop.free_slots_.back();
+      loop.free_slots_.pop_back();
+    } else if (loop.slots_.size() <= kSlotMask) {
+      slot = loop.slots_.size();
+      loop.slots_.emplace_back();
+    } else {
+      spdlog::get("loop")->warn("loop {}: {} connections, no free slot for one from {}", loop.index_, loop.live_, ip);
+      ::close(fd);
+      loop.context_->limiter->remove_connection(ip);
+      return;
+    }
+    const ConnectionId id =
+        (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{loop.next_serial_++} << kSlotBits) | slot;
+    loop.slots_[slot] = std::make_unique<Connection>(&loop, id, fd, tls, ip, ws);
+    Connection* raw = loop.slots_[slot].get();
+    ++loop.live_;
     loop.connection_count_.fetch_add(1, std::memory_order_relaxed);
     loop.context_->metrics->connection_accepted();
     if (!raw->start()) {
@@ -123,7 +141,9 @@ void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
 void Loop::post_shutdown(uint32_t deadline_ms) {
   post([deadline_ms](Loop& loop) {
     loop.shutting_down_ = true;
-    for (auto& [id, c] : loop.connections_) c->go_away(1000);
+    for (auto& c : loop.slots_) {
+      if (c != nullptr) c->go_away(1000);
+    }
     timeval tv{static_cast<time_t>(deadline_ms / 1000), static_cast<suseconds_t>((deadline_ms % 1000) * 1000)};
     evtimer_add(loop.shutdown_ev_, &tv);
     loop.maybe_exit();
@@ -195,11 +215,13 @@ void Loop::flush_and_reap() {
   std::vector<ConnectionId> reap;
   reap.swap(pending_reap_);
   for (ConnectionId id : reap) {
-    auto it = connections_.find(id);
-    if (it == connections_.end()) continue;
-    it->second->release();
-    context_->metrics->closed(it->second->close_reason());
-    connections_.erase(it);
+    Connection* c = find(id);
+    if (c == nullptr) continue;
+    c->release();
+    context_->metrics->closed(c->close_reason());
+    slots_[id & kSlotMask].reset();
+    free_slots_.push_back(static_cast<uint32_t>(id & kSlotMask));
+    --live_;
     connection_count_.fetch_sub(1, std::memory_order_relaxed);
   }
   if (!pending_flush_.empty() || !pending_reap_.empty()) event_active(flush_ev_, EV_READ, 0);
@@ -207,13 +229,13 @@ void Loop::flush_and_reap() {
 }
 
 void Loop::maybe_exit() {
-  if (shutting_down_ && connections_.empty()) event_base_loopbreak(base_);
+  if (shutting_down_ && live_ == 0) event_base_loopbreak(base_);
 }
 
 void Loop::on_shutdown_deadline(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   spdlog::get("loop")->warn("loop {}: shutdown deadline passed with {} connections open", loop->index_,
-                            loop->connections_.size());
+                            loop->live_);
   event_base_loopbreak(loop->base_);
 }
 
@@ -286,8 +308,11 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
 // ---------------------------------------------------------------- registries
 
 Connection* Loop::find(ConnectionId id) const {
-  auto it = connections_.find(id);
-  return it == connections_.end() ? nullptr : it->second.get();
+  const uint64_t slot = id & kSlotMask;
+  if (slot >= slots_.size()) return nullptr;
+  Connection* c = slots_[slot].get();
+  // A slot reused by a newer connection holds another id: the old one is gone.
+  return c != nullptr && c->id() == id ? c : nullptr;
 }
 
 namespace {

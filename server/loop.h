@@ -28,7 +28,10 @@ namespace herald::server {
 class Connection;
 struct ServerContext;
 
+// A connection's id: bits 56-63 its loop's index, bits 24-55 a serial number
+// (per loop, wrapping after 2^32 connections), bits 0-23 its slot in the loop's table.
 using ConnectionId = uint64_t;
+inline uint32_t connection_serial(ConnectionId id) noexcept { return static_cast<uint32_t>(id >> 24); }
 
 // Monotonic and wall clocks in the units the sans-IO modules take.
 uint64_t monotonic_ms() noexcept;
@@ -120,9 +123,13 @@ class Loop {
   std::vector<PublicationPtr> posted_publications_;
   std::atomic<bool> wakeup_pending_{false};
 
-  std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
+  // The loop's connections by slot (the low bits of their ids): a vector, not a map,
+  // so that a connection costs one pointer here. Freed slots are reused.
+  std::vector<std::unique_ptr<Connection>> slots_;
+  std::vector<uint32_t> free_slots_;
+  size_t live_ = 0;  // non-null slots
   std::atomic<size_t> connection_count_{0};
-  ConnectionId next_id_ = 1;
+  uint32_t next_serial_ = 1;
   struct StringHash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
