@@ -45,12 +45,12 @@ CloseReason close_reason_for(codec::Status s) {
 
 }  // namespace
 
-Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip, bool ws)
+Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std::string* peer_ip, bool ws)
     : loop_(loop),
       id_(id),
       fd_(fd),
       tls_(tls),
-      peer_ip_(std::move(peer_ip)),
+      peer_ip_(peer_ip),
       session_(ws ? &loop->context().ws_session_config : &loop->context().session_config,
                loop->context().verifier.get(), this, &loop->codec(), monotonic_ms()),
       lanes_(&loop->context().output_limits, loop->lane_counters()) {
@@ -452,7 +452,7 @@ void Connection::release() {
     ctx.limiter->remove_user(session_.user_id());
     loop_->remove_user(session_.user_id(), id_);
   }
-  ctx.limiter->remove_connection(peer_ip_);
+  ctx.limiter->remove_connection(*peer_ip_);  // last use: the key may be freed by it
 }
 
 // ---------------------------------------------------------------- SessionHost

@@ -23,7 +23,8 @@ namespace herald::server {
 class Connection final : public SessionHost {
  public:
   // `ws`: a WebSocket listener's connection (HTTP upgrade first; ws_connection.h).
-  Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip, bool ws = false);
+  // `peer_ip`: the limiter's copy (ConnectionLimiter::add_connection), valid until release().
+  Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std::string* peer_ip, bool ws = false);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -33,7 +34,7 @@ class Connection final : public SessionHost {
 
   ConnectionId id() const noexcept { return id_; }
   Session& session() noexcept { return session_; }
-  const std::string& peer_ip() const noexcept { return peer_ip_; }
+  const std::string& peer_ip() const noexcept { return *peer_ip_; }
   bool closing() const noexcept { return closing_; }
   CloseReason close_reason() const noexcept { return close_reason_; }
 
@@ -93,7 +94,7 @@ class Connection final : public SessionHost {
   const ConnectionId id_;
   int fd_;
   const bool tls_;
-  std::string peer_ip_;
+  const std::string* peer_ip_;  // the limiter's key, uncounted in release()
   event ev_;                 // plain TCP: the socket's one event (see watch())
   uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
   bufferevent* bev_ = nullptr;

@@ -104,8 +104,9 @@ void Loop::post_publication(PublicationPtr publication) {
   if (!wakeup_pending_.exchange(true)) event_active(wakeup_ev_, EV_READ, 0);
 }
 
-void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
-  post([fd, tls, ws, ip = std::move(peer_ip)](Loop& loop) mutable {
+void Loop::post_connection(int fd, bool tls, const std::string* peer_ip, bool ws) {
+  post([fd, tls, ws, peer_ip](Loop& loop) {
+    const std::string& ip = *peer_ip;
     if (loop.shutting_down_) {
       ::close(fd);
       loop.context_->limiter->remove_connection(ip);
@@ -126,7 +127,7 @@ void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
     }
     const ConnectionId id =
         (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{loop.next_serial_++} << kSlotBits) | slot;
-    loop.slots_[slot] = std::make_unique<Connection>(&loop, id, fd, tls, ip, ws);
+    loop.slots_[slot] = std::make_unique<Connection>(&loop, id, fd, tls, peer_ip, ws);
     Connection* raw = loop.slots_[slot].get();
     ++loop.live_;
     loop.connection_count_.fetch_add(1, std::memory_order_relaxed);

@@ -52,8 +52,9 @@ class Loop {
   void post(std::function<void(Loop&)> fn);
   // From the hub's sink, under the channel lock: cheap, ordered per channel.
   void post_publication(PublicationPtr publication);
-  // An accepted socket handed to this loop.
-  void post_connection(int fd, bool tls, std::string peer_ip, bool ws = false);
+  // An accepted socket handed to this loop. `peer_ip`: the limiter's key from
+  // ConnectionLimiter::add_connection (the connection keeps the pointer).
+  void post_connection(int fd, bool tls, const std::string* peer_ip, bool ws = false);
   // Graceful stop: GoAway to every connection, flush, close; the loop thread
   // exits when all are gone or after `deadline_ms`.
   void post_shutdown(uint32_t deadline_ms);

@@ -366,7 +366,8 @@ void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws) {
   }
   const std::string ip = address_of(addr);
   const char* which = "";
-  codec::Status s = limiter_->add_connection(ip, &which);
+  const std::string* ip_key = nullptr;
+  codec::Status s = limiter_->add_connection(ip, &which, &ip_key);
   if (!codec::ok(s)) {
     metrics_.connection_rejected(std::string_view(which) == "ip" ? RejectReason::kLimitIp : RejectReason::kLimitTotal);
     if (ws && !tls) {
@@ -391,7 +392,7 @@ void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
   Loop& loop = *loops_[next_loop_++ % loops_.size()];
-  loop.post_connection(fd, tls, ip, ws);
+  loop.post_connection(fd, tls, ip_key, ws);
 }
 
 // ---------------------------------------------------------------- posting to the main loop
@@ -666,19 +667,21 @@ nlohmann::json Server::server_stats() {
 
 // ---------------------------------------------------------------- ConnectionLimiter
 
-codec::Status ConnectionLimiter::add_connection(const std::string& ip, const char** which) {
+codec::Status ConnectionLimiter::add_connection(const std::string& ip, const char** which, const std::string** key) {
   std::lock_guard lock(mu_);
   if (total_ >= max_total_) {
     *which = "total";
     return codec::Status::kTooManyConnections;
   }
-  uint32_t& n = per_ip_[ip];
+  auto it = per_ip_.try_emplace(ip, 0).first;
+  uint32_t& n = it->second;
   if (n >= max_per_ip_) {
-    if (n == 0) per_ip_.erase(ip);
+    if (n == 0) per_ip_.erase(it);
     *which = "ip";
     return codec::Status::kTooManyConnections;
   }
   ++n;
+  *key = &it->first;  // map nodes do not move; this one stays while its count is above 0
   ++total_;
   return codec::Status::kOk;
 }

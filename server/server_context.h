@@ -33,8 +33,11 @@ class ConnectionLimiter {
   // outlive the limiter.
   ConnectionLimiter(uint32_t max_total, uint32_t max_per_ip, uint32_t max_per_user, ChannelHub* hub)
       : max_total_(max_total), max_per_ip_(max_per_ip), max_per_user_(max_per_user), hub_(hub) {}
-  // kOk, or kTooManyConnections with `which` = "total" / "ip".
-  codec::Status add_connection(const std::string& ip, const char** which);
+  // kOk, or kTooManyConnections with `which` = "total" / "ip". On kOk, `*key` points
+  // to the limiter's own copy of `ip`: it stays valid (and unchanged) until the matching
+  // remove_connection, so a connection can keep that pointer instead of a copy.
+  codec::Status add_connection(const std::string& ip, const char** which, const std::string** key);
+  // `ip` may be the key from add_connection: it is not used after the count is erased.
   void remove_connection(const std::string& ip);
   codec::Status add_user(const std::string& user);
   void remove_user(const std::string& user);
