@@ -73,6 +73,7 @@ class MessageReader {
   // The limits in force (a copy: each part is kept only once, by the part that checks it).
   ReaderLimits limits() const noexcept;
   size_t max_message_size() const noexcept { return max_message_size_; }
+  CodecContext* context() const noexcept { return context_; }
   Status error() const noexcept { return error_; }
   uint64_t error_offset() const noexcept { return error_offset_; }
   uint64_t stream_offset() const noexcept { return decoder_.stream_offset(); }

@@ -94,9 +94,10 @@ class Connection final : public SessionHost {
   const ConnectionId id_;
   int fd_;
   const bool tls_;
+  uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
+  CloseReason close_reason_ = CloseReason::kClientClosed;
   const std::string* peer_ip_;  // the limiter's key, uncounted in release()
   event ev_;                 // plain TCP: the socket's one event (see watch())
-  uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
   bufferevent* bev_ = nullptr;
   Session session_;
   DeliveryLanes lanes_;
@@ -113,7 +114,6 @@ class Connection final : public SessionHost {
   bool write_blocked_ = false;
   bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
   uint32_t go_away_reconnect_ms_ = 0;
-  CloseReason close_reason_ = CloseReason::kClientClosed;
   std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 

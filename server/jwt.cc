@@ -417,7 +417,7 @@ bool token_grants(const TokenClaims& claims, std::string_view channel) noexcept 
   return token_grants(claims.channels, channel);
 }
 
-bool token_grants(const std::vector<std::string>& grants, std::string_view channel) noexcept {
+bool token_grants(std::span<const std::string> grants, std::string_view channel) noexcept {
   for (const auto& g : grants) {
     if (!g.empty() && g.back() == '*') {
       if (channel.starts_with(std::string_view(g).substr(0, g.size() - 1))) return true;

@@ -98,8 +98,13 @@ Status peer_code(uint32_t code) noexcept {
 void keep_claims(SessionClaims& kept, TokenClaims&& claims) {
   kept.user_id = std::move(claims.user_id);
   kept.expires_at_s = claims.expires_at_s;
-  kept.channels = std::move(claims.channels);
-  kept.channels.shrink_to_fit();
+  kept.channels.reset();
+  kept.channel_count = 0;
+  if (!claims.channels.empty()) {
+    kept.channels = std::make_unique<std::string[]>(claims.channels.size());
+    for (size_t i = 0; i < claims.channels.size(); ++i) kept.channels[i] = std::move(claims.channels[i]);
+    kept.channel_count = static_cast<uint32_t>(claims.channels.size());
+  }
   kept.publish = claims.publish;
 }
 
@@ -110,9 +115,8 @@ Session::Session(const SessionConfig* config, const JwtVerifier* verifier, Sessi
     : config_(config),
       verifier_(verifier),
       host_(host),
-      ctx_(ctx),
       reader_(codec::handshake_reader_limits(), ctx),
-      handshake_deadline_ms_(add_sat(accepted_ms, uint64_t{config->handshake_timeout_ms})) {}
+      deadline_ms_(add_sat(accepted_ms, uint64_t{config->handshake_timeout_ms})) {}
 
 // ---- input ----------------------------------------------------------------------------
 
@@ -479,7 +483,7 @@ Status Session::may_subscribe(const std::string& channel) const noexcept {
     case NamespacePolicy::Subscribe::kAny:
       return Status::kOk;
     case NamespacePolicy::Subscribe::kGrant:
-      return token_grants(claims_.channels, channel) ? Status::kOk : Status::kPermissionDenied;
+      return token_grants(claims_.grants(), channel) ? Status::kOk : Status::kPermissionDenied;
     case NamespacePolicy::Subscribe::kNone:
       break;
   }
@@ -492,7 +496,7 @@ Status Session::may_publish(const std::string& channel) const noexcept {
     case NamespacePolicy::Publish::kAny:
       return Status::kOk;
     case NamespacePolicy::Publish::kGrant:
-      return token_grants(claims_.channels, channel) ? Status::kOk : Status::kPermissionDenied;
+      return token_grants(claims_.grants(), channel) ? Status::kOk : Status::kPermissionDenied;
     case NamespacePolicy::Publish::kNone:
       break;
   }
@@ -544,14 +548,14 @@ WireVariant Session::wire_variant() const noexcept {
 void Session::set_token_deadline(uint64_t now_ms, int64_t unix_ms) noexcept {
   if (claims_.expires_at_s == 0) {
     token_close_unix_ms_ = 0;
-    token_check_ms_ = UINT64_MAX;
+    deadline_ms_ = UINT64_MAX;
     return;
   }
   token_close_unix_ms_ = add_sat(seconds_to_ms(claims_.expires_at_s), int64_t{config_->refresh_grace_ms});
   if (token_close_unix_ms_ == 0) token_close_unix_ms_ = 1;  // 0 means "never"
   // Expiry is wall-clock time; the timer runs on the monotonic clock (check_token
   // looks again if the two disagree when it fires).
-  token_check_ms_ = token_close_unix_ms_ <= unix_ms
+  deadline_ms_ = token_close_unix_ms_ <= unix_ms
                         ? now_ms
                         : add_sat(now_ms, static_cast<uint64_t>(token_close_unix_ms_) - static_cast<uint64_t>(unix_ms));
 }
@@ -559,18 +563,18 @@ void Session::set_token_deadline(uint64_t now_ms, int64_t unix_ms) noexcept {
 Status Session::check_token(uint64_t now_ms, int64_t unix_ms) noexcept {
   if (token_close_unix_ms_ == 0) return Status::kOk;
   if (unix_ms >= token_close_unix_ms_) return fail(Status::kTokenExpired, "token expired and was not refreshed");
-  if (now_ms >= token_check_ms_) {
+  if (now_ms >= deadline_ms_) {
     // The monotonic deadline passed but the wall clock disagrees: look again when the
     // remaining wall-clock time has passed.
     const uint64_t remaining = static_cast<uint64_t>(token_close_unix_ms_) - static_cast<uint64_t>(unix_ms);
-    token_check_ms_ = add_sat(now_ms, remaining);
+    deadline_ms_ = add_sat(now_ms, remaining);
   }
   return Status::kOk;
 }
 
 Status Session::on_timer(uint64_t now_ms, int64_t unix_ms) noexcept {
   if (stopped() || state_ == State::kClosing) return fatal_;
-  if (state_ != State::kReady && now_ms >= handshake_deadline_ms_) {
+  if (state_ != State::kReady && now_ms >= deadline_ms_) {
     return fail(Status::kHandshakeTimeout, "Hello and Auth not done in time");
   }
   const Status s = reader_.expire(now_ms);
@@ -594,9 +598,9 @@ Status Session::on_timer(uint64_t now_ms, int64_t unix_ms) noexcept {
 uint64_t Session::next_deadline_ms() const noexcept {
   if (stopped() || state_ == State::kClosing) return UINT64_MAX;
   uint64_t d = reader_.next_deadline_ms();
-  if (state_ != State::kReady) d = std::min(d, handshake_deadline_ms_);
+  if (state_ != State::kReady) d = std::min(d, deadline_ms_);
   if (welcome_sent_) d = std::min(d, ping_outstanding_ ? pong_deadline_ms_ : next_ping_ms_);
-  if (state_ == State::kReady && token_close_unix_ms_ != 0) d = std::min(d, token_check_ms_);
+  if (state_ == State::kReady && token_close_unix_ms_ != 0) d = std::min(d, deadline_ms_);
   return d;
 }
 
@@ -617,7 +621,7 @@ bool Session::send(const google::protobuf::Message& message, FrameType type) noe
     o.max_frame_size = codec::kHandshakeMaxFrameSize;
   }
   codec::EncodedMessage frame;
-  Status s = codec::encode_message(type, body, o, o.compress ? &ctx_->compressor : nullptr, frame);
+  Status s = codec::encode_message(type, body, o, o.compress ? &reader_.context()->compressor : nullptr, frame);
   if (!codec::ok(s) && o.compress) {
     o.compress = false;  // §6.4: a compressor failure falls back to plain
     s = codec::encode_message(type, body, o, nullptr, frame);

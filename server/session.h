@@ -103,9 +103,11 @@ class SessionHost {
 // used later. TokenClaims' nbf, iat and jti are checked or logged once and dropped.
 struct SessionClaims {
   std::string user_id;
-  int64_t expires_at_s = 0;            // 0 = never expires
-  std::vector<std::string> channels;   // grants (token_grants)
+  int64_t expires_at_s = 0;                   // 0 = never expires
+  std::unique_ptr<std::string[]> channels;    // grants (token_grants); null when none
+  uint32_t channel_count = 0;
   bool publish = false;
+  std::span<const std::string> grants() const noexcept { return {channels.get(), channel_count}; }
 };
 
 // One connection's protocol state. Loop thread only; not copyable or movable
@@ -235,7 +237,6 @@ class Session {
   const SessionConfig* config_;
   const JwtVerifier* verifier_;
   SessionHost* host_;
-  codec::CodecContext* ctx_;
   codec::MessageReader reader_;
   codec::ConnectionParams params_;
   SessionClaims claims_;
@@ -243,12 +244,13 @@ class Session {
   std::vector<Subscription> subs_;
   std::unique_ptr<std::string> close_reason_;  // allocated only once the session fails or closes
 
-  uint64_t handshake_deadline_ms_;
+  // Before AuthOk: the handshake deadline. READY: the monotonic time at which to look
+  // at the token's expiry again (UINT64_MAX: never). One field, one meaning per state.
+  uint64_t deadline_ms_;
   uint64_t next_ping_ms_ = UINT64_MAX;    // after Welcome
   uint64_t pong_deadline_ms_ = UINT64_MAX;  // while a Ping is outstanding
   uint64_t ping_nonce_ = 0;               // nonce of the last Ping sent
   int64_t token_close_unix_ms_ = 0;       // exp + grace (wall clock); 0 = the token never expires
-  uint64_t token_check_ms_ = UINT64_MAX;  // monotonic time at which to look again
 
   State state_ = State::kAwaitHello;
   codec::Status fatal_ = codec::Status::kOk;
