@@ -4,16 +4,21 @@
 #include <new>
 
 namespace herald::codec {
+namespace {
+
+uint32_t clamp_u32(size_t n) noexcept { return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n); }
+
+}  // namespace
 
 MessageReader::MessageReader(const ReaderLimits& limits, CodecContext* context) noexcept
-    : max_message_size_(limits.max_message_size),
-      context_(context),
+    : context_(context),
       decoder_(limits.decoder),
       reassembly_limits_(limits.reassembly),
+      max_message_size_(clamp_u32(limits.max_message_size)),
       compression_(limits.compression) {}
 
 void MessageReader::set_limits(const ReaderLimits& limits) noexcept {
-  max_message_size_ = limits.max_message_size;
+  max_message_size_ = clamp_u32(limits.max_message_size);
   compression_ = limits.compression;
   decoder_.set_limits(limits.decoder);
   reassembly_limits_ = limits.reassembly;

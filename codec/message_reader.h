@@ -97,12 +97,12 @@ class MessageReader {
 
   // Per connection: the decoder keeps its own limits; the reassembler's are kept here
   // while it does not exist.
-  size_t max_message_size_;
   CodecContext* context_;
   FrameDecoder decoder_;
   ReassemblyLimits reassembly_limits_;
   std::unique_ptr<Reassembly> reassembly_;
   uint64_t error_offset_ = 0;
+  uint32_t max_message_size_;  // limits.max_message_size, at most 4 GiB - 1 (wire sizes are 32-bit)
   Status error_ = Status::kOk;
   bool compression_;
 };

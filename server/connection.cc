@@ -396,7 +396,7 @@ void Connection::go_away(uint32_t reconnect_after_ms) {
   // GoAway is the server's last frame: first write everything already queued
   // for this client (nothing accepted is lost), then say GoAway and close.
   go_away_pending_ = true;
-  go_away_reconnect_ms_ = reconnect_after_ms;
+  close_deadline_ms_ = reconnect_after_ms;  // not closing yet: holds the GoAway's delay
   if (bev_ == nullptr) watch(false, write_blocked_);
   if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
   after_output();
@@ -406,7 +406,7 @@ void Connection::go_away(uint32_t reconnect_after_ms) {
 void Connection::maybe_send_go_away() {
   if (!go_away_pending_ || closing_ || !lanes_.empty()) return;
   go_away_pending_ = false;
-  session_.go_away(codec::Status::kGoingAway, "server shutting down", go_away_reconnect_ms_);
+  session_.go_away(codec::Status::kGoingAway, "server shutting down", static_cast<uint32_t>(close_deadline_ms_));
   start_closing(CloseReason::kServerShutdown);
   after_output();
 }

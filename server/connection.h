@@ -106,6 +106,8 @@ class Connection final : public SessionHost {
   // queues nothing: that entry fires first and queues the deadline then, so an idle
   // connection holds one heap entry however often its deadline moves.
   uint64_t timer_queued_ = UINT64_MAX;
+  // While closing: when to stop flushing. Before that, while a GoAway is pending (never
+  // at the same time): the reconnect delay the GoAway will carry.
   uint64_t close_deadline_ms_ = UINT64_MAX;
   bool user_counted_ = false;  // session_.user_id() is counted in the limiter and the loop
   bool closing_ = false;
@@ -113,7 +115,6 @@ class Connection final : public SessionHost {
   bool released_ = false;
   bool write_blocked_ = false;
   bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
-  uint32_t go_away_reconnect_ms_ = 0;
   std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 
