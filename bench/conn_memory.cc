@@ -1,13 +1,17 @@
 // Server memory per idle connection: starts the real heraldd, opens N connections that
 // each say Hello, authenticate and subscribe to their own user channel (the W1 idle
 // workload), and reports heraldd's resident memory growth per connection.
-// Usage: conn_memory [--connections N] [--heraldd PATH] [--runs R] [--json]
+// Usage: conn_memory [--connections N] [--runs R] [--json]
+//        conn_memory --attach PORT [--pid PID] [--connections N]
+// --attach connects to a heraldd that is already running (for example under heaptrack) on
+// 127.0.0.1:PORT instead of starting one; with --pid it reads that process's VmRSS.
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "tests/support/heraldd_process.h"
 
@@ -24,14 +28,19 @@ struct Result {
   }
 };
 
-bool one_run(size_t n, Result& out) {
-  HeralddProcess server;
-  if (!server.start({"--limits.max_connections_per_ip", "1000000", "--limits.accept_burst", "1000000",
-                     "--server.log_level", "warn"})) {
-    std::fprintf(stderr, "heraldd did not start:\n%s\n", server.log().c_str());
-    return false;
+long rss_kb_of(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   }
-  const uint16_t port = server.port("tcp");
+  return 0;
+}
+
+// Opens the warm-up and N measured connections to 127.0.0.1:port; `pid` (0: none) is
+// the server whose VmRSS is read before and after the N.
+bool connect_all(uint16_t port, pid_t pid, size_t n, Result& out) {
   // Warm up: the first connection on each loop pays for its buffers and codec contexts.
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < 4; ++i) {
@@ -43,7 +52,7 @@ bool one_run(size_t n, Result& out) {
     clients.push_back(std::move(c));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  out.base_kb = server.rss_kb();
+  out.base_kb = rss_kb_of(pid);
   for (size_t i = 0; i < n; ++i) {
     auto c = std::make_unique<Client>(port);
     const std::string user = "u" + std::to_string(i);
@@ -57,9 +66,19 @@ bool one_run(size_t n, Result& out) {
     if ((i + 1) % 2000 == 0) std::fprintf(stderr, "  %zu connections\n", i + 1);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  out.full_kb = server.rss_kb();
+  out.full_kb = rss_kb_of(pid);
   out.connections = n;
   return true;
+}
+
+bool one_run(size_t n, Result& out) {
+  HeralddProcess server;
+  if (!server.start({"--limits.max_connections_per_ip", "1000000", "--limits.accept_burst", "1000000",
+                     "--server.log_level", "warn"})) {
+    std::fprintf(stderr, "heraldd did not start:\n%s\n", server.log().c_str());
+    return false;
+  }
+  return connect_all(server.port("tcp"), server.pid(), n, out);
 }
 
 }  // namespace
@@ -68,12 +87,15 @@ int main(int argc, char** argv) {
   size_t n = 10000;
   int runs = 3;
   bool json = false;
+  long attach_port = 0, attach_pid = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--connections") && i + 1 < argc) n = std::strtoul(argv[++i], nullptr, 10);
     else if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--json")) json = true;
+    else if (!std::strcmp(argv[i], "--attach") && i + 1 < argc) attach_port = std::atol(argv[++i]);
+    else if (!std::strcmp(argv[i], "--pid") && i + 1 < argc) attach_pid = std::atol(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--connections N] [--runs R] [--json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--connections N] [--runs R] [--json] [--attach PORT [--pid PID]]\n", argv[0]);
       return 2;
     }
   }
@@ -82,6 +104,15 @@ int main(int argc, char** argv) {
   if (rl.rlim_cur < n + 100) {
     std::fprintf(stderr, "open files limit %lu is below %zu connections\n", static_cast<unsigned long>(rl.rlim_cur), n);
     return 2;
+  }
+  if (attach_port > 0) {
+    // The server must allow N connections from one address (limits.max_connections_per_ip).
+    Result res;
+    if (!connect_all(static_cast<uint16_t>(attach_port), static_cast<pid_t>(attach_pid), n, res)) return 1;
+    std::printf("%zu connections open", n);
+    if (attach_pid > 0) std::printf(", RSS %ld -> %ld KiB, %.0f bytes per connection", res.base_kb, res.full_kb, res.bytes_per_connection());
+    std::printf("; closing them\n");
+    return 0;
   }
   std::vector<double> per;
   for (int r = 0; r < runs; ++r) {

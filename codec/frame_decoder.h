@@ -8,10 +8,15 @@
 // points either into the caller's input span (when the whole frame was inside
 // it) or into the decoder's own buffer; it stays valid until the next call to
 // decode(), reset() or the decoder's destruction.
+//
+// Memory: between frames the decoder holds no buffer. A frame that arrives in more
+// than one piece gets a small heap state (header bytes, the body so far) that is
+// freed at the next call after the frame completed.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -76,27 +81,36 @@ class FrameDecoder {
   // Stream offset of the first header byte of the frame being decoded or last returned.
   uint64_t frame_offset() const noexcept { return frame_start_; }
   // Bytes held for an incomplete frame (header bytes plus body so far).
-  size_t buffered_bytes() const noexcept { return header_have_ + body_.size(); }
+  size_t buffered_bytes() const noexcept {
+    return partial_ == nullptr || release_partial_ ? 0 : partial_->header_have + partial_->body.size();
+  }
 
   void reset() noexcept;
 
  private:
+  // The frame being decoded: on the stack while a frame arrives in one piece, on the
+  // heap (partial_) while it is incomplete between calls.
+  struct Partial {
+    uint8_t header_buf[kHeaderSize] = {};
+    size_t header_have = 0;
+    bool header_done = false;
+    FrameHeader header;
+    std::vector<uint8_t> body;  // only used when a body arrives in pieces
+  };
+
+  DecodeResult decode_into(Partial& p, std::span<const uint8_t> in, Frame& out) noexcept;
   DecodeResult fail(Status s, uint64_t at, size_t consumed) noexcept;
-  Status check_header(size_t* error_at) noexcept;
-  Status finish_body(std::span<const uint8_t> body, size_t* error_at, Frame& out) noexcept;
+  Status check_header(Partial& p, size_t* error_at) noexcept;
+  Status finish_body(Partial& p, std::span<const uint8_t> body, size_t* error_at, Frame& out) noexcept;
 
   DecoderLimits limits_;
-  Status error_ = Status::kOk;
   uint64_t error_offset_ = 0;
   uint64_t stream_offset_ = 0;
   uint64_t frame_start_ = 0;
+  std::unique_ptr<Partial> partial_;  // an incomplete frame, or the last frame returned from it
   uint32_t next_sequence_ = 0;
-  bool release_body_ = false;  // body_ held the last returned frame: drop it on the next call
-  uint8_t header_buf_[kHeaderSize] = {};
-  size_t header_have_ = 0;
-  bool header_done_ = false;
-  FrameHeader header_;
-  std::vector<uint8_t> body_;  // only used when a body arrives in pieces
+  Status error_ = Status::kOk;
+  bool release_partial_ = false;  // partial_ held the last returned frame: free it on the next call
 };
 
 }  // namespace herald::codec

@@ -1,26 +1,34 @@
 // Inbound pipeline: decoder -> reassembler -> decompressor.
 #include "codec/message_reader.h"
 
+#include <new>
+
 namespace herald::codec {
+namespace {
+
+uint32_t clamp_u32(size_t n) noexcept { return n > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(n); }
+
+}  // namespace
 
 MessageReader::MessageReader(const ReaderLimits& limits, CodecContext* context) noexcept
-    : max_message_size_(limits.max_message_size),
-      compression_(limits.compression),
-      context_(context),
+    : context_(context),
       decoder_(limits.decoder),
-      reassembler_(limits.reassembly) {}
+      reassembly_limits_(limits.reassembly),
+      max_message_size_(clamp_u32(limits.max_message_size)),
+      compression_(limits.compression) {}
 
 void MessageReader::set_limits(const ReaderLimits& limits) noexcept {
-  max_message_size_ = limits.max_message_size;
+  max_message_size_ = clamp_u32(limits.max_message_size);
   compression_ = limits.compression;
   decoder_.set_limits(limits.decoder);
-  reassembler_.set_limits(limits.reassembly);
+  reassembly_limits_ = limits.reassembly;
+  if (reassembly_ != nullptr) reassembly_->reassembler.set_limits(limits.reassembly);
 }
 
 ReaderLimits MessageReader::limits() const noexcept {
   ReaderLimits l;
   l.decoder = decoder_.limits();
-  l.reassembly = reassembler_.limits();
+  l.reassembly = reassembly_limits_;
   l.max_message_size = max_message_size_;
   l.compression = compression_;
   return l;
@@ -55,6 +63,8 @@ Status MessageReader::finish_message(FrameType type, uint16_t flags, std::span<c
 
 DecodeResult MessageReader::read(std::span<const uint8_t> in, uint64_t now_ms, InboundMessage& out) noexcept {
   if (!ok(error_)) return {0, error_};
+  // The message completed by the last call (if any) is no longer needed.
+  if (reassembly_ != nullptr && reassembly_->reassembler.partial_messages() == 0) reassembly_.reset();
   size_t consumed = 0;
   for (;;) {
     Frame frame;
@@ -74,11 +84,15 @@ DecodeResult MessageReader::read(std::span<const uint8_t> in, uint64_t now_ms, I
       if (!ok(s)) return {consumed, fail(s, frame_offset)};
       return {consumed, Status::kOk};
     }
-    Status s = reassembler_.add(frame, now_ms, reassembled_);
+    if (reassembly_ == nullptr) {
+      reassembly_.reset(new (std::nothrow) Reassembly(reassembly_limits_));
+      if (reassembly_ == nullptr) return {consumed, fail(Status::kReassemblyMemoryExceeded, frame_offset)};
+    }
+    ReassembledMessage& whole = reassembly_->message;
+    Status s = reassembly_->reassembler.add(frame, now_ms, whole);
     if (s == Status::kNeedMore) continue;  // keep reading: the message is not whole yet
     if (!ok(s)) return {consumed, fail(s, frame_offset)};
-    s = finish_message(reassembled_.type, reassembled_.flags | (frame.header.flags & kFlagChecksummed),
-                       reassembled_.body, out);
+    s = finish_message(whole.type, whole.flags | (frame.header.flags & kFlagChecksummed), whole.body, out);
     if (!ok(s)) return {consumed, fail(s, frame_offset)};
     return {consumed, Status::kOk};
   }
@@ -92,8 +106,8 @@ Status MessageReader::finish() noexcept {
 }
 
 Status MessageReader::expire(uint64_t now_ms) noexcept {
-  if (!ok(error_)) return error_;
-  Status s = reassembler_.expire(now_ms);
+  if (!ok(error_) || reassembly_ == nullptr) return error_;
+  Status s = reassembly_->reassembler.expire(now_ms);
   if (!ok(s)) return fail(s, decoder_.stream_offset());
   return Status::kOk;
 }

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -64,32 +65,46 @@ class MessageReader {
   Status finish() noexcept;
   // From the owner's timer: kReassemblyTimeout when a partial message is too old.
   Status expire(uint64_t now_ms) noexcept;
-  uint64_t next_deadline_ms() const noexcept { return reassembler_.next_deadline_ms(); }
+  uint64_t next_deadline_ms() const noexcept {
+    return reassembly_ != nullptr ? reassembly_->reassembler.next_deadline_ms() : UINT64_MAX;
+  }
 
   void set_limits(const ReaderLimits& limits) noexcept;
   // The limits in force (a copy: each part is kept only once, by the part that checks it).
   ReaderLimits limits() const noexcept;
   size_t max_message_size() const noexcept { return max_message_size_; }
+  CodecContext* context() const noexcept { return context_; }
   Status error() const noexcept { return error_; }
   uint64_t error_offset() const noexcept { return error_offset_; }
   uint64_t stream_offset() const noexcept { return decoder_.stream_offset(); }
   // Bytes this connection holds for incomplete input (frame and reassembly buffers).
-  size_t buffered_bytes() const noexcept { return decoder_.buffered_bytes() + reassembler_.buffered_bytes(); }
+  size_t buffered_bytes() const noexcept {
+    return decoder_.buffered_bytes() + (reassembly_ != nullptr ? reassembly_->reassembler.buffered_bytes() : 0);
+  }
 
  private:
   Status fail(Status s, uint64_t at) noexcept;
   Status finish_message(FrameType type, uint16_t flags, std::span<const uint8_t> body, InboundMessage& out) noexcept;
 
-  // Per connection: the decoder and the reassembler keep their own limits; only
-  // these two are the reader's.
-  size_t max_message_size_;
-  bool compression_;
+  // Fragments are rare: the reassembler and the message it completes exist only from
+  // a connection's first fragment until the next read() after its last partial
+  // message completed (a completed body is valid until then).
+  struct Reassembly {
+    explicit Reassembly(const ReassemblyLimits& limits) noexcept : reassembler(limits) {}
+    Reassembler reassembler;
+    ReassembledMessage message;
+  };
+
+  // Per connection: the decoder keeps its own limits; the reassembler's are kept here
+  // while it does not exist.
   CodecContext* context_;
   FrameDecoder decoder_;
-  Reassembler reassembler_;
-  ReassembledMessage reassembled_;
-  Status error_ = Status::kOk;
+  ReassemblyLimits reassembly_limits_;
+  std::unique_ptr<Reassembly> reassembly_;
   uint64_t error_offset_ = 0;
+  uint32_t max_message_size_;  // limits.max_message_size, at most 4 GiB - 1 (wire sizes are 32-bit)
+  Status error_ = Status::kOk;
+  bool compression_;
 };
 
 }  // namespace herald::codec

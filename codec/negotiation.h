@@ -40,8 +40,8 @@ struct ServerSettings {
 struct ConnectionParams {
   uint16_t version = kVersion1;
   bool zstd = false;
-  uint32_t dictionary_id = 0;
   bool checksum = false;  // K on every frame, both directions, required
+  uint32_t dictionary_id = 0;
   uint32_t heartbeat_ms = kDefaultHeartbeatMs;
   uint32_t pong_timeout_ms = kDefaultPongTimeoutMs;
   // What this side accepts (its reader's limits) ...

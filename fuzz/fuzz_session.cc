@@ -123,6 +123,7 @@ class Host : public server::SessionHost {
   std::vector<server::PublicationPtr> live;  // published, to be offered through wants()
   uint64_t next_offset = 1;
 
+  std::string session_id() const override { return "fuzz-session"; }
   void send(codec::EncodedMessage&& frame) noexcept override {
     check(session->state() != server::Session::State::kClosed);
     check(!last_frame_sent);
@@ -201,7 +202,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Host host(&e.client_ctx);
   uint64_t now = 1'000;
   int64_t unix_ms = kUnixStart;
-  server::Session session(&e.config, &e.verifier, &host, &e.ctx, "fuzz-session", now);
+  server::Session session(&e.config, &e.verifier, &host, &e.ctx, now);
   host.session = &session;
   Sticky sticky;
 

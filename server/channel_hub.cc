@@ -26,6 +26,49 @@ struct StringHash {
   size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
 
+// Subscribers per loop of one channel. Most channels (every personal one) have
+// subscribers on a single loop: that loop and its count are held inline; a channel
+// with subscribers on a second loop gets a heap array of one count per loop, kept
+// until the channel state goes.
+class LoopCounts {
+ public:
+  LoopCounts() noexcept = default;
+  ~LoopCounts() { delete[] many_; }
+  LoopCounts(const LoopCounts&) = delete;
+  LoopCounts& operator=(const LoopCounts&) = delete;
+
+  uint32_t get(size_t loop) const noexcept {
+    if (many_ != nullptr) return many_[loop];
+    return loop == loop_ ? count_ : 0;
+  }
+  // Throws std::bad_alloc (nothing changed then).
+  void add(size_t loop, size_t loops) {
+    if (many_ == nullptr) {
+      if (count_ == 0 || loop == loop_) {
+        loop_ = static_cast<uint32_t>(loop);
+        ++count_;
+        return;
+      }
+      many_ = new uint32_t[loops]();
+      many_[loop_] = count_;
+    }
+    ++many_[loop];
+  }
+  // The count of `loop` must be above 0.
+  void remove(size_t loop) noexcept {
+    if (many_ != nullptr) {
+      --many_[loop];
+    } else {
+      --count_;
+    }
+  }
+
+ private:
+  uint32_t* many_ = nullptr;  // one count per loop, once two loops had subscribers
+  uint32_t loop_ = 0;         // while many_ is null: the one loop that may have subscribers
+  uint32_t count_ = 0;        // ... and their number
+};
+
 }  // namespace
 
 struct ChannelHub::ChannelState {
@@ -41,12 +84,16 @@ struct ChannelHub::ChannelState {
     PublicationPtr record;
     std::vector<std::pair<PublishDone, bool>> waiters;  // (done, answered as duplicate)
   };
-  explicit ChannelState(size_t loops) : subscribers(loops, 0) {}
+  using DedupMap = std::unordered_map<std::string, Dedup, StringHash, std::equal_to<>>;
 
   const std::string* name = nullptr;  // the shard map's key (nodes don't move)
-  std::vector<uint32_t> subscribers;  // per loop
-  size_t total = 0;                   // sum of subscribers
-  std::unordered_map<std::string, Dedup, StringHash, std::equal_to<>> dedup;
+  LoopCounts subscribers;             // per loop
+  uint32_t total = 0;                 // sum of subscribers
+  uint32_t user_connections = 0;      // personal channels: the user's connections (add_user_connection)
+  // Allocated with the channel's first remembered message id (an empty map is 56
+  // bytes, which every personal channel would pay); released with the state.
+  std::unique_ptr<DedupMap> dedup;
+  bool has_dedup() const noexcept { return dedup != nullptr && !dedup->empty(); }
   // Offset order (the store commits a channel in order). Allocated only while the
   // channel has uncommitted publications: an empty std::deque allocates its map and
   // first block (about 600 bytes), which every personal channel would pay.
@@ -153,10 +200,10 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   std::lock_guard lock(shard.mu);
   auto it = shard.channels.find(std::string_view(draft.channel));
   ChannelState* state = it == shard.channels.end() ? nullptr : &it->second;
-  if (dedup && state != nullptr) {
-    auto d = state->dedup.find(std::string_view(draft.message_id));
+  if (dedup && state != nullptr && state->has_dedup()) {
+    auto d = state->dedup->find(std::string_view(draft.message_id));
     // An expired entry not yet swept counts as gone; remember() reuses it.
-    if (d != state->dedup.end() && d->second.expires_ms > now_ms) {
+    if (d != state->dedup->end() && d->second.expires_ms > now_ms) {
       out.offset = d->second.offset;
       out.epoch = d->second.epoch;
       out.duplicate = true;
@@ -195,7 +242,7 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   out.epoch = record->epoch();
   if (history.deferred()) {
     if (state == nullptr) {
-      auto [created, inserted] = shard.channels.try_emplace(draft.channel, loops_);
+      auto [created, inserted] = shard.channels.try_emplace(draft.channel);
       created->second.name = &created->first;
       state = &created->second;
     }
@@ -211,7 +258,7 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms);
   if (state != nullptr && state->total > 0) {
     for (size_t loop = 0; loop < loops_; ++loop) {
-      if (state->subscribers[loop] > 0) sink_.deliver(loop, record);
+      if (state->subscribers.get(loop) > 0) sink_.deliver(loop, record);
     }
   }
   return true;
@@ -234,8 +281,9 @@ void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
     if (state.pending->empty()) state.pending.reset();
     History& history = durable_ != nullptr ? *durable_ : history_;
     const std::string& id = record->publication().message_id();
-    auto d = id.empty() ? state.dedup.end() : state.dedup.find(std::string_view(id));
-    const bool ours = d != state.dedup.end() && d->second.pending && d->second.offset == record->offset() &&
+    const bool has_id = !id.empty() && state.has_dedup();
+    auto d = has_id ? state.dedup->find(std::string_view(id)) : ChannelState::DedupMap::iterator{};
+    const bool ours = has_id && d != state.dedup->end() && d->second.pending && d->second.offset == record->offset() &&
                       d->second.epoch == record->epoch();
     if (committed) {
       history.make_visible(*record);
@@ -243,7 +291,7 @@ void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
       if (ours) d->second.pending = false;
       if (state.total > 0) {
         for (size_t loop = 0; loop < loops_; ++loop) {
-          if (state.subscribers[loop] > 0) sink_.deliver(loop, record);
+          if (state.subscribers.get(loop) > 0) sink_.deliver(loop, record);
         }
       }
     } else {
@@ -275,11 +323,12 @@ void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
 void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelState* state, const std::string& message_id,
                           const PublicationPtr& record, uint64_t now_ms, bool pending) {
   if (state == nullptr) {
-    auto [it, inserted] = shard.channels.try_emplace(std::string(channel), loops_);
+    auto [it, inserted] = shard.channels.try_emplace(std::string(channel));
     it->second.name = &it->first;
     state = &it->second;
   }
-  auto [it, inserted] = state->dedup.try_emplace(message_id);
+  if (state->dedup == nullptr) state->dedup = std::make_unique<ChannelState::DedupMap>();
+  auto [it, inserted] = state->dedup->try_emplace(message_id);
   ChannelState::Dedup& d = it->second;
   d.offset = record->offset();
   d.epoch = record->epoch();
@@ -300,14 +349,15 @@ bool ChannelHub::pop_dedup_front(Shard& shard) noexcept {
   if (item.entry->second.seq != item.seq) return false;  // stale: the id was remembered again later
   ChannelState& state = *item.channel;
   // find + erase(iterator): erase(key) with a key that lives in the erased node is asking for trouble.
-  state.dedup.erase(state.dedup.find(std::string_view(item.entry->first)));
+  state.dedup->erase(state.dedup->find(std::string_view(item.entry->first)));
+  if (state.dedup->empty()) state.dedup.reset();  // a subscribed channel may stay long after its last id
   --shard.dedup_live;
   erase_if_unused(shard, state);
   return true;
 }
 
 void ChannelHub::erase_if_unused(Shard& shard, ChannelState& state) noexcept {
-  if (state.total > 0 || !state.dedup.empty() || state.pending != nullptr) return;
+  if (state.total > 0 || state.user_connections > 0 || state.has_dedup() || state.pending != nullptr) return;
   shard.channels.erase(shard.channels.find(std::string_view(*state.name)));
 }
 
@@ -338,10 +388,10 @@ SubscribeOutcome ChannelHub::subscribe(size_t loop, std::string_view channel, bo
   }
   auto it = shard.channels.find(channel);
   if (it == shard.channels.end()) {
-    it = shard.channels.try_emplace(std::string(channel), loops_).first;
+    it = shard.channels.try_emplace(std::string(channel)).first;
     it->second.name = &it->first;
   }
-  ++it->second.subscribers[loop];
+  it->second.subscribers.add(loop, loops_);
   ++it->second.total;
   return out;
 }
@@ -351,9 +401,38 @@ void ChannelHub::unsubscribe(size_t loop, std::string_view channel) {
   Shard& shard = shard_for(channel);
   std::lock_guard lock(shard.mu);
   auto it = shard.channels.find(channel);
-  if (it == shard.channels.end() || it->second.subscribers[loop] == 0) return;
-  --it->second.subscribers[loop];
+  if (it == shard.channels.end() || it->second.subscribers.get(loop) == 0) return;
+  it->second.subscribers.remove(loop);
   --it->second.total;
+  erase_if_unused(shard, it->second);
+}
+
+codec::Status ChannelHub::add_user_connection(std::string_view user, uint32_t max) {
+  std::string channel;
+  channel.reserve(kUserNamespace.size() + 1 + user.size());
+  channel.append(kUserNamespace).append(":").append(user);
+  Shard& shard = shard_for(channel);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.channels.find(std::string_view(channel));
+  if (it == shard.channels.end()) {
+    if (max == 0) return codec::Status::kTooManyConnections;
+    it = shard.channels.try_emplace(std::move(channel)).first;
+    it->second.name = &it->first;
+  }
+  if (it->second.user_connections >= max) return codec::Status::kTooManyConnections;
+  ++it->second.user_connections;
+  return codec::Status::kOk;
+}
+
+void ChannelHub::remove_user_connection(std::string_view user) {
+  std::string channel;
+  channel.reserve(kUserNamespace.size() + 1 + user.size());
+  channel.append(kUserNamespace).append(":").append(user);
+  Shard& shard = shard_for(channel);
+  std::lock_guard lock(shard.mu);
+  auto it = shard.channels.find(std::string_view(channel));
+  if (it == shard.channels.end() || it->second.user_connections == 0) return;
+  --it->second.user_connections;
   erase_if_unused(shard, it->second);
 }
 

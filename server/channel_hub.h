@@ -1,5 +1,6 @@
 // ChannelHub: the one place publications get their offsets (via History), are
-// deduplicated by message id, and are handed to the event loops that have subscribers.
+// deduplicated by message id, and are handed to the event loops that have subscribers;
+// it also counts each user's connections (in the state of the user's personal channel).
 // No libevent, no sockets: deliveries go to a DeliverySink. Thread-safe.
 #pragma once
 
@@ -157,6 +158,14 @@ class ChannelHub {
   // Unknown channel, zero count or loop out of range: does nothing.
   void unsubscribe(size_t loop, std::string_view channel);
 
+  // Counts one connection of `user` against `max`: kOk (counted) or kTooManyConnections
+  // (not counted) when `max` are counted already. The count is kept in the state of
+  // the user's personal channel "user:<user>", the one per-user entry the hub has
+  // anyway, so a user costs no second map entry. Any thread.
+  codec::Status add_user_connection(std::string_view user, uint32_t max);
+  // Uncounts one connection of `user` (nothing if none is counted). Any thread.
+  void remove_user_connection(std::string_view user);
+
   // Drops expired dedup entries and channel state nobody needs, and lets the
   // History forget idle channels that have no subscriber. Call from a timer
   // (every few seconds); cost is proportional to what expired plus one scan of
@@ -164,7 +173,7 @@ class ChannelHub {
   void sweep(int64_t now_unix_ms, uint64_t now_ms);
 
   struct Stats {
-    size_t channels = 0;       // channels with subscribers or dedup entries
+    size_t channels = 0;       // channels with subscribers, dedup entries or counted user connections
     size_t dedup_entries = 0;  // message ids remembered
     uint64_t publishes = 0;    // publications stored (duplicates not counted)
     uint64_t dedup_hits = 0;   // publishes answered as duplicates

@@ -45,15 +45,14 @@ CloseReason close_reason_for(codec::Status s) {
 
 }  // namespace
 
-Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip, bool ws)
+Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std::string* peer_ip, bool ws)
     : loop_(loop),
       id_(id),
       fd_(fd),
       tls_(tls),
-      peer_ip_(std::move(peer_ip)),
+      peer_ip_(peer_ip),
       session_(ws ? &loop->context().ws_session_config : &loop->context().session_config,
-               loop->context().verifier.get(), this, &loop->codec(),
-               std::to_string(loop->index()) + "-" + std::to_string(id & 0xFFFFFFFFFFFFFF), monotonic_ms()),
+               loop->context().verifier.get(), this, &loop->codec(), monotonic_ms()),
       lanes_(&loop->context().output_limits, loop->lane_counters()) {
   if (ws) ws_ = std::make_unique<WsConnection>(this, &loop->context().ws_settings, monotonic_ms());
 }
@@ -352,9 +351,20 @@ void Connection::update_timer() {
     deadline = std::min(deadline, monotonic_ms() + loop_->context().output_limits.soft_ms / 4 + 1);
   }
   if (ws_ != nullptr) deadline = std::min(deadline, ws_->deadline_ms());
-  if (deadline != timer_deadline_) {
-    timer_deadline_ = deadline;
-    if (deadline != UINT64_MAX) loop_->schedule_timer(this, deadline);
+  timer_deadline_ = deadline;
+  if (deadline < timer_queued_) {
+    timer_queued_ = deadline;
+    loop_->schedule_timer(this, deadline);
+  }
+}
+
+void Connection::timer_fired(uint64_t entry_ms, uint64_t now_ms) {
+  if (entry_ms != timer_queued_) return;  // an older entry, superseded by an earlier one
+  timer_queued_ = UINT64_MAX;
+  if (timer_deadline_ <= now_ms) {
+    on_timer();
+  } else {
+    update_timer();  // the deadline moved later since this entry was queued
   }
 }
 
@@ -386,7 +396,7 @@ void Connection::go_away(uint32_t reconnect_after_ms) {
   // GoAway is the server's last frame: first write everything already queued
   // for this client (nothing accepted is lost), then say GoAway and close.
   go_away_pending_ = true;
-  go_away_reconnect_ms_ = reconnect_after_ms;
+  close_deadline_ms_ = reconnect_after_ms;  // not closing yet: holds the GoAway's delay
   if (bev_ == nullptr) watch(false, write_blocked_);
   if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
   after_output();
@@ -396,7 +406,7 @@ void Connection::go_away(uint32_t reconnect_after_ms) {
 void Connection::maybe_send_go_away() {
   if (!go_away_pending_ || closing_ || !lanes_.empty()) return;
   go_away_pending_ = false;
-  session_.go_away(codec::Status::kGoingAway, "server shutting down", go_away_reconnect_ms_);
+  session_.go_away(codec::Status::kGoingAway, "server shutting down", static_cast<uint32_t>(close_deadline_ms_));
   start_closing(CloseReason::kServerShutdown);
   after_output();
 }
@@ -438,14 +448,18 @@ void Connection::release() {
     ctx.hub->unsubscribe(loop_->index(), channel);
     loop_->remove_subscriber(channel, id_);
   }
-  if (!user_.empty()) {
-    ctx.limiter->remove_user(user_);
-    loop_->remove_user(user_, id_);
+  if (user_counted_) {
+    ctx.limiter->remove_user(session_.user_id());
+    loop_->remove_user(session_.user_id(), id_);
   }
-  ctx.limiter->remove_connection(peer_ip_);
+  ctx.limiter->remove_connection(*peer_ip_);  // last use: the key may be freed by it
 }
 
 // ---------------------------------------------------------------- SessionHost
+
+std::string Connection::session_id() const {
+  return std::to_string(loop_->index()) + "-" + std::to_string(connection_serial(id_));
+}
 
 codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {
   ServerContext& ctx = loop_->context();
@@ -454,9 +468,9 @@ codec::Status Connection::on_authenticated(const TokenClaims& claims) noexcept {
     ctx.metrics->auth_failure(AuthFailure::kLimit);
     return s;
   }
-  user_ = claims.user_id;
-  loop_->add_user(user_, id_);
-  if (ctx.durable != nullptr) ctx.durable->note_device(user_, device_key(), unix_ms());
+  user_counted_ = true;  // the session keeps claims.user_id from here on
+  loop_->add_user(claims.user_id, id_);
+  if (ctx.durable != nullptr) ctx.durable->note_device(claims.user_id, device_key(), unix_ms());
   return codec::Status::kOk;
 }
 
@@ -576,8 +590,8 @@ void Connection::send_dismiss(const std::string& channel, uint64_t offset, const
 void Connection::on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept {
   // Live channels keep no per-device state; durable ones record receipts and the device's cursor.
   ServerContext& ctx = loop_->context();
-  if (ctx.durable == nullptr || user_.empty() || !ctx.config->policy_for(channel).durable) return;
-  ctx.durable->note_ack(user_, device_key(), channel, epoch, offset, unix_ms());
+  if (ctx.durable == nullptr || !user_counted_ || !ctx.config->policy_for(channel).durable) return;
+  ctx.durable->note_ack(session_.user_id(), device_key(), channel, epoch, offset, unix_ms());
 }
 
 }  // namespace herald::server

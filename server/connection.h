@@ -23,7 +23,8 @@ namespace herald::server {
 class Connection final : public SessionHost {
  public:
   // `ws`: a WebSocket listener's connection (HTTP upgrade first; ws_connection.h).
-  Connection(Loop* loop, ConnectionId id, int fd, bool tls, std::string peer_ip, bool ws = false);
+  // `peer_ip`: the limiter's copy (ConnectionLimiter::add_connection), valid until release().
+  Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std::string* peer_ip, bool ws = false);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -33,10 +34,9 @@ class Connection final : public SessionHost {
 
   ConnectionId id() const noexcept { return id_; }
   Session& session() noexcept { return session_; }
-  const std::string& peer_ip() const noexcept { return peer_ip_; }
+  const std::string& peer_ip() const noexcept { return *peer_ip_; }
   bool closing() const noexcept { return closing_; }
   CloseReason close_reason() const noexcept { return close_reason_; }
-  uint64_t timer_deadline() const noexcept { return timer_deadline_; }
 
   // A live publication posted to this loop for a channel this connection joined.
   void deliver(const PublicationPtr& p);
@@ -46,7 +46,8 @@ class Connection final : public SessionHost {
   void send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id);
   // Writes what is queued (called by the loop's end-of-iteration flush).
   void flush();
-  void on_timer();
+  // The loop's timer heap popped an entry of this connection queued for `entry_ms`.
+  void timer_fired(uint64_t entry_ms, uint64_t now_ms);
   // Server-side close paths.
   void go_away(uint32_t reconnect_after_ms);
   void disconnect(codec::Status code, const std::string& reason);
@@ -56,6 +57,7 @@ class Connection final : public SessionHost {
   // ---- SessionHost ----
   void send(codec::EncodedMessage&& frame) noexcept override;
   void send_publication(const PublicationPtr& p) noexcept override;
+  std::string session_id() const override;
   codec::Status on_authenticated(const TokenClaims& claims) noexcept override;
   SessionSubscribeResult subscribe(const std::string& channel, bool resume, const std::string& epoch, uint64_t offset,
                                    std::vector<PublicationPtr>& replay) noexcept override;
@@ -80,6 +82,7 @@ class Connection final : public SessionHost {
   void start_closing(CloseReason reason);
   void finish_if_flushed();
   void maybe_send_go_away();
+  void on_timer();
   void update_timer();
   void flush_plain();
   // Plain TCP: which directions the socket event watches; false if libevent refused.
@@ -91,22 +94,27 @@ class Connection final : public SessionHost {
   const ConnectionId id_;
   int fd_;
   const bool tls_;
-  std::string peer_ip_;
-  event ev_;                 // plain TCP: the socket's one event (see watch())
   uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
+  CloseReason close_reason_ = CloseReason::kClientClosed;
+  const std::string* peer_ip_;  // the limiter's key, uncounted in release()
+  event ev_;                 // plain TCP: the socket's one event (see watch())
   bufferevent* bev_ = nullptr;
   Session session_;
   DeliveryLanes lanes_;
-  uint64_t timer_deadline_ = UINT64_MAX;
+  uint64_t timer_deadline_ = UINT64_MAX;  // when on_timer must run next
+  // The earliest entry this connection has in the loop's timer heap. A later deadline
+  // queues nothing: that entry fires first and queues the deadline then, so an idle
+  // connection holds one heap entry however often its deadline moves.
+  uint64_t timer_queued_ = UINT64_MAX;
+  // While closing: when to stop flushing. Before that, while a GoAway is pending (never
+  // at the same time): the reconnect delay the GoAway will carry.
   uint64_t close_deadline_ms_ = UINT64_MAX;
-  std::string user_;  // set once authenticated and counted
+  bool user_counted_ = false;  // session_.user_id() is counted in the limiter and the loop
   bool closing_ = false;
   bool reaped_ = false;
   bool released_ = false;
   bool write_blocked_ = false;
   bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
-  uint32_t go_away_reconnect_ms_ = 0;
-  CloseReason close_reason_ = CloseReason::kClientClosed;
   std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 

@@ -414,7 +414,11 @@ Status JwtVerifier::verify(std::string_view token, int64_t now_s, TokenClaims& o
 }
 
 bool token_grants(const TokenClaims& claims, std::string_view channel) noexcept {
-  for (const auto& g : claims.channels) {
+  return token_grants(claims.channels, channel);
+}
+
+bool token_grants(std::span<const std::string> grants, std::string_view channel) noexcept {
+  for (const auto& g : grants) {
     if (!g.empty() && g.back() == '*') {
       if (channel.starts_with(std::string_view(g).substr(0, g.size() - 1))) return true;
     } else if (g == channel) {

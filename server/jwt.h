@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -95,6 +96,8 @@ class JwtVerifier {
 // and does not apply the personal-channel rule ("user:<id>" is only ever readable by
 // <id>): callers check both.
 bool token_grants(const TokenClaims& claims, std::string_view channel) noexcept;
+// The same for a list of grants kept apart from their token (a session keeps only these).
+bool token_grants(std::span<const std::string> grants, std::string_view channel) noexcept;
 
 // Signs `claims` (must be a JSON object) with settings.algorithm and settings.secret,
 // header {"alg":...,"typ":"JWT"}: for tests, the `herald token` CLI and development.

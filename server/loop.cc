@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "server/connection.h"
 #include "server/metrics.h"
+#include "server/policy.h"
 #include "server/server_context.h"
 
 namespace herald::server {
@@ -19,6 +21,8 @@ constexpr size_t kReadBufferSize = 64 * 1024;  // one per loop, shared by its co
 constexpr int kPriorityIo = 0;
 constexpr int kPriorityFlush = 1;  // runs after every I/O callback of the iteration
 constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
+constexpr uint64_t kSlotBits = 24;                 // connection id layout: see ConnectionId
+constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
 
 }  // namespace
 
@@ -59,8 +63,10 @@ Loop::Loop(size_t index, ServerContext* context)
 
 Loop::~Loop() {
   join();
-  for (auto& [id, c] : connections_) c->release();
-  connections_.clear();
+  for (auto& c : slots_) {
+    if (c != nullptr) c->release();
+  }
+  slots_.clear();
   report_counters();
   event_free(report_ev_);
   event_free(wakeup_ev_);
@@ -98,17 +104,32 @@ void Loop::post_publication(PublicationPtr publication) {
   if (!wakeup_pending_.exchange(true)) event_active(wakeup_ev_, EV_READ, 0);
 }
 
-void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
-  post([fd, tls, ws, ip = std::move(peer_ip)](Loop& loop) mutable {
+void Loop::post_connection(int fd, bool tls, const std::string* peer_ip, bool ws) {
+  post([fd, tls, ws, peer_ip](Loop& loop) {
+    const std::string& ip = *peer_ip;
     if (loop.shutting_down_) {
       ::close(fd);
       loop.context_->limiter->remove_connection(ip);
       return;
     }
-    const ConnectionId id = (static_cast<uint64_t>(loop.index_) << 56) | loop.next_id_++;
-    auto c = std::make_unique<Connection>(&loop, id, fd, tls, ip, ws);
-    Connection* raw = c.get();
-    loop.connections_.emplace(id, std::move(c));
+    uint64_t slot;
+    if (!loop.free_slots_.empty()) {
+      slot = loop.free_slots_.back();
+      loop.free_slots_.pop_back();
+    } else if (loop.slots_.size() <= kSlotMask) {
+      slot = loop.slots_.size();
+      loop.slots_.emplace_back();
+    } else {
+      spdlog::get("loop")->warn("loop {}: {} connections, no free slot for one from {}", loop.index_, loop.live_, ip);
+      ::close(fd);
+      loop.context_->limiter->remove_connection(ip);
+      return;
+    }
+    const ConnectionId id =
+        (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{loop.next_serial_++} << kSlotBits) | slot;
+    loop.slots_[slot] = std::make_unique<Connection>(&loop, id, fd, tls, peer_ip, ws);
+    Connection* raw = loop.slots_[slot].get();
+    ++loop.live_;
     loop.connection_count_.fetch_add(1, std::memory_order_relaxed);
     loop.context_->metrics->connection_accepted();
     if (!raw->start()) {
@@ -121,7 +142,9 @@ void Loop::post_connection(int fd, bool tls, std::string peer_ip, bool ws) {
 void Loop::post_shutdown(uint32_t deadline_ms) {
   post([deadline_ms](Loop& loop) {
     loop.shutting_down_ = true;
-    for (auto& [id, c] : loop.connections_) c->go_away(1000);
+    for (auto& c : loop.slots_) {
+      if (c != nullptr) c->go_away(1000);
+    }
     timeval tv{static_cast<time_t>(deadline_ms / 1000), static_cast<suseconds_t>((deadline_ms % 1000) * 1000)};
     evtimer_add(loop.shutdown_ev_, &tv);
     loop.maybe_exit();
@@ -147,12 +170,12 @@ void Loop::drain_posts() {
 }
 
 void Loop::deliver(const PublicationPtr& p) {
-  auto it = subscribers_.find(p->channel());
-  if (it == subscribers_.end()) return;
+  const IdList* list = subscribers_of(p->channel());
+  if (list == nullptr) return;
   bool any = false;
   // No copy of the list: delivering never edits it (a connection that closes leaves
-  // it when it is reaped, after this callback), and `it` stays valid.
-  const IdList& ids = it->second;
+  // it when it is reaped, after this callback), and the entry stays.
+  const IdList& ids = *list;
   for (size_t i = 0; i < ids.size(); ++i) {
     Connection* c = find(ids[i]);
     if (c == nullptr) continue;
@@ -193,11 +216,13 @@ void Loop::flush_and_reap() {
   std::vector<ConnectionId> reap;
   reap.swap(pending_reap_);
   for (ConnectionId id : reap) {
-    auto it = connections_.find(id);
-    if (it == connections_.end()) continue;
-    it->second->release();
-    context_->metrics->closed(it->second->close_reason());
-    connections_.erase(it);
+    Connection* c = find(id);
+    if (c == nullptr) continue;
+    c->release();
+    context_->metrics->closed(c->close_reason());
+    slots_[id & kSlotMask].reset();
+    free_slots_.push_back(static_cast<uint32_t>(id & kSlotMask));
+    --live_;
     connection_count_.fetch_sub(1, std::memory_order_relaxed);
   }
   if (!pending_flush_.empty() || !pending_reap_.empty()) event_active(flush_ev_, EV_READ, 0);
@@ -205,13 +230,13 @@ void Loop::flush_and_reap() {
 }
 
 void Loop::maybe_exit() {
-  if (shutting_down_ && connections_.empty()) event_base_loopbreak(base_);
+  if (shutting_down_ && live_ == 0) event_base_loopbreak(base_);
 }
 
 void Loop::on_shutdown_deadline(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   spdlog::get("loop")->warn("loop {}: shutdown deadline passed with {} connections open", loop->index_,
-                            loop->connections_.size());
+                            loop->live_);
   event_base_loopbreak(loop->base_);
 }
 
@@ -275,8 +300,8 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
     const auto [deadline, id] = loop->timers_.top();
     loop->timers_.pop();
     Connection* c = loop->find(id);
-    // Stale entries (the connection moved its deadline, or is gone) are skipped.
-    if (c != nullptr && c->timer_deadline() == deadline) c->on_timer();
+    // Entries of connections that are gone are dropped; the connection decides about the rest.
+    if (c != nullptr) c->timer_fired(deadline, now);
   }
   loop->arm_timer();
 }
@@ -284,35 +309,79 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
 // ---------------------------------------------------------------- registries
 
 Connection* Loop::find(ConnectionId id) const {
-  auto it = connections_.find(id);
-  return it == connections_.end() ? nullptr : it->second.get();
+  const uint64_t slot = id & kSlotMask;
+  if (slot >= slots_.size()) return nullptr;
+  Connection* c = slots_[slot].get();
+  // A slot reused by a newer connection holds another id: the old one is gone.
+  return c != nullptr && c->id() == id ? c : nullptr;
 }
-
-void Loop::add_subscriber(const std::string& channel, ConnectionId id) { subscribers_[channel].push_back(id); }
 
 namespace {
 
-void remove_id(std::unordered_map<std::string, IdList>& map, const std::string& key, ConnectionId id) {
-  auto it = map.find(key);
-  if (it == map.end()) return;
-  it->second.remove(id);
-  if (it->second.empty()) map.erase(it);
+// The <id> of "user:<id>", or nullopt for any other channel.
+std::optional<std::string_view> personal_user(std::string_view channel) noexcept {
+  if (namespace_of(channel) != kUserNamespace) return std::nullopt;
+  return channel.substr(kUserNamespace.size() + 1);
 }
 
 }  // namespace
 
-void Loop::remove_subscriber(const std::string& channel, ConnectionId id) { remove_id(subscribers_, channel, id); }
+const IdList* Loop::subscribers_of(std::string_view channel) const {
+  if (auto user = personal_user(channel)) {
+    auto it = users_.find(*user);
+    return it == users_.end() || it->second.personal.empty() ? nullptr : &it->second.personal;
+  }
+  auto it = subscribers_.find(channel);
+  return it == subscribers_.end() ? nullptr : &it->second;
+}
 
-void Loop::add_user(const std::string& user, ConnectionId id) { users_[user].push_back(id); }
+void Loop::add_subscriber(const std::string& channel, ConnectionId id) {
+  if (auto user = personal_user(channel)) {
+    // Only the user's own connections may subscribe, so the entry usually exists already.
+    auto it = users_.find(*user);
+    if (it == users_.end()) it = users_.try_emplace(std::string(*user)).first;
+    it->second.personal.push_back(id);
+    return;
+  }
+  auto it = subscribers_.find(std::string_view(channel));
+  if (it == subscribers_.end()) it = subscribers_.try_emplace(channel).first;
+  it->second.push_back(id);
+}
 
-void Loop::remove_user(const std::string& user, ConnectionId id) { remove_id(users_, user, id); }
+void Loop::remove_subscriber(const std::string& channel, ConnectionId id) {
+  if (auto user = personal_user(channel)) {
+    auto it = users_.find(*user);
+    if (it == users_.end()) return;
+    it->second.personal.remove(id);
+    if (it->second.personal.empty() && it->second.connections.empty()) users_.erase(it);
+    return;
+  }
+  auto it = subscribers_.find(std::string_view(channel));
+  if (it == subscribers_.end()) return;
+  it->second.remove(id);
+  if (it->second.empty()) subscribers_.erase(it);
+}
+
+void Loop::add_user(const std::string& user, ConnectionId id) {
+  auto it = users_.find(std::string_view(user));
+  if (it == users_.end()) it = users_.try_emplace(user).first;
+  it->second.connections.push_back(id);
+}
+
+void Loop::remove_user(const std::string& user, ConnectionId id) {
+  auto it = users_.find(std::string_view(user));
+  if (it == users_.end()) return;
+  it->second.connections.remove(id);
+  if (it->second.personal.empty() && it->second.connections.empty()) users_.erase(it);
+}
 
 std::vector<Connection*> Loop::connections_of(const std::string& user) const {
   std::vector<Connection*> out;
-  auto it = users_.find(user);
+  auto it = users_.find(std::string_view(user));
   if (it == users_.end()) return out;
-  for (size_t i = 0; i < it->second.size(); ++i) {
-    if (Connection* c = find(it->second[i])) out.push_back(c);
+  const IdList& ids = it->second.connections;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (Connection* c = find(ids[i])) out.push_back(c);
   }
   return out;
 }

@@ -28,7 +28,10 @@ namespace herald::server {
 class Connection;
 struct ServerContext;
 
+// A connection's id: bits 56-63 its loop's index, bits 24-55 a serial number
+// (per loop, wrapping after 2^32 connections), bits 0-23 its slot in the loop's table.
 using ConnectionId = uint64_t;
+inline uint32_t connection_serial(ConnectionId id) noexcept { return static_cast<uint32_t>(id >> 24); }
 
 // Monotonic and wall clocks in the units the sans-IO modules take.
 uint64_t monotonic_ms() noexcept;
@@ -49,8 +52,9 @@ class Loop {
   void post(std::function<void(Loop&)> fn);
   // From the hub's sink, under the channel lock: cheap, ordered per channel.
   void post_publication(PublicationPtr publication);
-  // An accepted socket handed to this loop.
-  void post_connection(int fd, bool tls, std::string peer_ip, bool ws = false);
+  // An accepted socket handed to this loop. `peer_ip`: the limiter's key from
+  // ConnectionLimiter::add_connection (the connection keeps the pointer).
+  void post_connection(int fd, bool tls, const std::string* peer_ip, bool ws = false);
   // Graceful stop: GoAway to every connection, flush, close; the loop thread
   // exits when all are gone or after `deadline_ms`.
   void post_shutdown(uint32_t deadline_ms);
@@ -74,6 +78,8 @@ class Loop {
   void schedule_timer(Connection* c, uint64_t deadline_ms);
 
   Connection* find(ConnectionId id) const;
+  // Registries of this loop's connections by channel and by user. A personal channel
+  // `user:<id>` is kept in its user's entry, not in a map entry of its own.
   void add_subscriber(const std::string& channel, ConnectionId id);
   void remove_subscriber(const std::string& channel, ConnectionId id);
   void add_user(const std::string& user, ConnectionId id);
@@ -118,11 +124,25 @@ class Loop {
   std::vector<PublicationPtr> posted_publications_;
   std::atomic<bool> wakeup_pending_{false};
 
-  std::unordered_map<ConnectionId, std::unique_ptr<Connection>> connections_;
+  // The loop's connections by slot (the low bits of their ids): a vector, not a map,
+  // so that a connection costs one pointer here. Freed slots are reused.
+  std::vector<std::unique_ptr<Connection>> slots_;
+  std::vector<uint32_t> free_slots_;
+  size_t live_ = 0;  // non-null slots
   std::atomic<size_t> connection_count_{0};
-  ConnectionId next_id_ = 1;
-  std::unordered_map<std::string, IdList> subscribers_;  // channel -> local subscribers
-  std::unordered_map<std::string, IdList> users_;        // user -> local connections
+  uint32_t next_serial_ = 1;
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  struct UserEntry {
+    IdList connections;  // the user's authenticated connections on this loop
+    IdList personal;     // those subscribed to user:<id>
+  };
+  // Subscribers of `channel` on this loop; null if none.
+  const IdList* subscribers_of(std::string_view channel) const;
+  std::unordered_map<std::string, IdList, StringHash, std::equal_to<>> subscribers_;  // channel -> local subscribers (not user:)
+  std::unordered_map<std::string, UserEntry, StringHash, std::equal_to<>> users_;     // user -> local connections
   std::vector<ConnectionId> pending_flush_;
   std::vector<ConnectionId> pending_reap_;
   using TimerEntry = std::pair<uint64_t, ConnectionId>;

@@ -90,8 +90,6 @@ void refuse(evutil_socket_t fd, codec::Status code, const std::string& text) {
 }  // namespace
 
 Server::Server(Config config) : config_(std::move(config)) {
-  limiter_ = std::make_unique<ConnectionLimiter>(config_.max_connections, config_.max_connections_per_ip,
-                                                 config_.max_connections_per_user);
   accept_rate_ = std::make_unique<TokenBucket>(config_.accept_rate, config_.accept_burst, monotonic_us());
   history_ = std::make_unique<MemoryHistory>();
   const Config* cfg = &config_;
@@ -109,6 +107,8 @@ Server::Server(Config config) : config_(std::move(config)) {
         return o;
       },
       uint64_t{config_.dedup_window_s} * 1000, hub_limits);
+  limiter_ = std::make_unique<ConnectionLimiter>(config_.max_connections, config_.max_connections_per_ip,
+                                                 config_.max_connections_per_user, hub_.get());
 
   context_.config = &config_;
   context_.hub = hub_.get();
@@ -366,7 +366,8 @@ void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws) {
   }
   const std::string ip = address_of(addr);
   const char* which = "";
-  codec::Status s = limiter_->add_connection(ip, &which);
+  const std::string* ip_key = nullptr;
+  codec::Status s = limiter_->add_connection(ip, &which, &ip_key);
   if (!codec::ok(s)) {
     metrics_.connection_rejected(std::string_view(which) == "ip" ? RejectReason::kLimitIp : RejectReason::kLimitTotal);
     if (ws && !tls) {
@@ -391,7 +392,7 @@ void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
   Loop& loop = *loops_[next_loop_++ % loops_.size()];
-  loop.post_connection(fd, tls, ip, ws);
+  loop.post_connection(fd, tls, ip_key, ws);
 }
 
 // ---------------------------------------------------------------- posting to the main loop
@@ -607,7 +608,7 @@ void Server::user_info(const std::string& user, std::function<void(nlohmann::jso
     loop->post([this, g, user](Loop& l) {
       nlohmann::json conns = nlohmann::json::array();
       for (Connection* c : l.connections_of(user)) {
-        conns.push_back({{"session_id", c->session().session_id()},
+        conns.push_back({{"session_id", c->session_id()},
                          {"device_id", c->session().device_id()},
                          {"peer_ip", c->peer_ip()},
                          {"loop", l.index()},
@@ -666,19 +667,21 @@ nlohmann::json Server::server_stats() {
 
 // ---------------------------------------------------------------- ConnectionLimiter
 
-codec::Status ConnectionLimiter::add_connection(const std::string& ip, const char** which) {
+codec::Status ConnectionLimiter::add_connection(const std::string& ip, const char** which, const std::string** key) {
   std::lock_guard lock(mu_);
   if (total_ >= max_total_) {
     *which = "total";
     return codec::Status::kTooManyConnections;
   }
-  uint32_t& n = per_ip_[ip];
+  auto it = per_ip_.try_emplace(ip, 0).first;
+  uint32_t& n = it->second;
   if (n >= max_per_ip_) {
-    if (n == 0) per_ip_.erase(ip);
+    if (n == 0) per_ip_.erase(it);
     *which = "ip";
     return codec::Status::kTooManyConnections;
   }
   ++n;
+  *key = &it->first;  // map nodes do not move; this one stays while its count is above 0
   ++total_;
   return codec::Status::kOk;
 }
@@ -691,18 +694,10 @@ void ConnectionLimiter::remove_connection(const std::string& ip) {
 }
 
 codec::Status ConnectionLimiter::add_user(const std::string& user) {
-  std::lock_guard lock(mu_);
-  uint32_t& n = per_user_[user];
-  if (n >= max_per_user_) return codec::Status::kTooManyConnections;
-  ++n;
-  return codec::Status::kOk;
+  return hub_->add_user_connection(user, max_per_user_);
 }
 
-void ConnectionLimiter::remove_user(const std::string& user) {
-  std::lock_guard lock(mu_);
-  auto it = per_user_.find(user);
-  if (it != per_user_.end() && --it->second == 0) per_user_.erase(it);
-}
+void ConnectionLimiter::remove_user(const std::string& user) { hub_->remove_user_connection(user); }
 
 size_t ConnectionLimiter::total() const {
   std::lock_guard lock(mu_);

@@ -29,10 +29,15 @@ class DurableHistory;
 // acceptor and every loop. Thread-safe.
 class ConnectionLimiter {
  public:
-  ConnectionLimiter(uint32_t max_total, uint32_t max_per_ip, uint32_t max_per_user)
-      : max_total_(max_total), max_per_ip_(max_per_ip), max_per_user_(max_per_user) {}
-  // kOk, or kTooManyConnections with `which` = "total" / "ip".
-  codec::Status add_connection(const std::string& ip, const char** which);
+  // Per-user counts are kept by `hub` (ChannelHub::add_user_connection), which must
+  // outlive the limiter.
+  ConnectionLimiter(uint32_t max_total, uint32_t max_per_ip, uint32_t max_per_user, ChannelHub* hub)
+      : max_total_(max_total), max_per_ip_(max_per_ip), max_per_user_(max_per_user), hub_(hub) {}
+  // kOk, or kTooManyConnections with `which` = "total" / "ip". On kOk, `*key` points
+  // to the limiter's own copy of `ip`: it stays valid (and unchanged) until the matching
+  // remove_connection, so a connection can keep that pointer instead of a copy.
+  codec::Status add_connection(const std::string& ip, const char** which, const std::string** key);
+  // `ip` may be the key from add_connection: it is not used after the count is erased.
   void remove_connection(const std::string& ip);
   codec::Status add_user(const std::string& user);
   void remove_user(const std::string& user);
@@ -43,7 +48,7 @@ class ConnectionLimiter {
   const uint32_t max_total_, max_per_ip_, max_per_user_;
   size_t total_ = 0;
   std::unordered_map<std::string, uint32_t> per_ip_;
-  std::unordered_map<std::string, uint32_t> per_user_;
+  ChannelHub* hub_;
 };
 
 struct ServerContext {

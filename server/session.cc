@@ -94,17 +94,29 @@ Status peer_code(uint32_t code) noexcept {
   return Status::kInvalidField;
 }
 
+// Keeps what later requests use (user, expiry, grants, publish right) of a verified token.
+void keep_claims(SessionClaims& kept, TokenClaims&& claims) {
+  kept.user_id = std::move(claims.user_id);
+  kept.expires_at_s = claims.expires_at_s;
+  kept.channels.reset();
+  kept.channel_count = 0;
+  if (!claims.channels.empty()) {
+    kept.channels = std::make_unique<std::string[]>(claims.channels.size());
+    for (size_t i = 0; i < claims.channels.size(); ++i) kept.channels[i] = std::move(claims.channels[i]);
+    kept.channel_count = static_cast<uint32_t>(claims.channels.size());
+  }
+  kept.publish = claims.publish;
+}
+
 }  // namespace
 
 Session::Session(const SessionConfig* config, const JwtVerifier* verifier, SessionHost* host,
-                 codec::CodecContext* ctx, std::string session_id, uint64_t accepted_ms) noexcept
+                 codec::CodecContext* ctx, uint64_t accepted_ms) noexcept
     : config_(config),
       verifier_(verifier),
       host_(host),
-      ctx_(ctx),
-      session_id_(std::move(session_id)),
       reader_(codec::handshake_reader_limits(), ctx),
-      handshake_deadline_ms_(add_sat(accepted_ms, uint64_t{config->handshake_timeout_ms})) {}
+      deadline_ms_(add_sat(accepted_ms, uint64_t{config->handshake_timeout_ms})) {}
 
 // ---- input ----------------------------------------------------------------------------
 
@@ -136,7 +148,7 @@ Status Session::on_eof(uint64_t /*now_ms*/) noexcept {
   state_ = State::kClosed;  // the peer is gone: nothing more is sent
   if (!codec::ok(s)) {
     fatal_ = s;
-    close_reason_ = cat(codec::describe(s), " (connection closed by the client)");
+    set_close_reason(cat(codec::describe(s), " (connection closed by the client)"));
   }
   return fatal_;
 }
@@ -202,7 +214,7 @@ Status Session::on_hello(const codec::InboundMessage& m, uint64_t now_ms) noexce
     params_ = {};
     return fail(s, s == Status::kNoCommonVersion ? "no common protocol version" : "invalid size limits in Hello");
   }
-  welcome.set_session_id(session_id_);
+  welcome.set_session_id(host_->session_id());
   device_id_ = clean_text(hello.device_id(), kMaxDeviceId);
 
   // Welcome always carries header version 1 (§12), is never compressed, and is the
@@ -237,9 +249,10 @@ Status Session::on_auth(const codec::InboundMessage& m, uint64_t now_ms, int64_t
   Status s = verifier_->verify(auth.token(), unix_ms / 1000, claims, &reason);
   if (!codec::ok(s)) return fail(s, reason.empty() ? codec::describe(s) : std::string_view(reason));
   s = host_->on_authenticated(claims);
+  // Kept even if the host closed the session meanwhile: it counted this user.
+  if (codec::ok(s)) keep_claims(claims_, std::move(claims));
   if (stopped()) return fatal_;
   if (!codec::ok(s)) return fail(s, codec::describe(s));
-  claims_ = std::move(claims);
   authenticated_ = true;
   state_ = State::kReady;
   set_token_deadline(now_ms, unix_ms);
@@ -260,7 +273,7 @@ Status Session::on_refresh(const codec::InboundMessage& m, uint64_t now_ms, int6
   if (claims.user_id != claims_.user_id) return fail(Status::kAuthFailed, "refresh token belongs to another user");
   // The new token's grants and publish flag apply to later requests; existing
   // subscriptions stay (the protocol has no server-side unsubscribe).
-  claims_ = std::move(claims);
+  keep_claims(claims_, std::move(claims));
   set_token_deadline(now_ms, unix_ms);
   v1::AuthOk ok;
   ok.set_user_id(claims_.user_id);
@@ -443,10 +456,10 @@ Status Session::on_peer_error(const codec::InboundMessage& m) noexcept {
   const Status s = codec::parse_message(m.type, m.body, reader_.max_message_size(), error);
   if (codec::ok(s)) {
     fatal_ = peer_code(error.code());
-    close_reason_ = clean_text(cat("client error ", std::to_string(error.code()), ": ") + error.text(), kMaxErrorText);
+    set_close_reason(clean_text(cat("client error ", std::to_string(error.code()), ": ") + error.text(), kMaxErrorText));
   } else {
     fatal_ = s;
-    close_reason_ = "malformed Error frame from the client";
+    set_close_reason("malformed Error frame from the client");
   }
   state_ = State::kClosing;
   return fatal_;
@@ -470,7 +483,7 @@ Status Session::may_subscribe(const std::string& channel) const noexcept {
     case NamespacePolicy::Subscribe::kAny:
       return Status::kOk;
     case NamespacePolicy::Subscribe::kGrant:
-      return token_grants(claims_, channel) ? Status::kOk : Status::kPermissionDenied;
+      return token_grants(claims_.grants(), channel) ? Status::kOk : Status::kPermissionDenied;
     case NamespacePolicy::Subscribe::kNone:
       break;
   }
@@ -483,7 +496,7 @@ Status Session::may_publish(const std::string& channel) const noexcept {
     case NamespacePolicy::Publish::kAny:
       return Status::kOk;
     case NamespacePolicy::Publish::kGrant:
-      return token_grants(claims_, channel) ? Status::kOk : Status::kPermissionDenied;
+      return token_grants(claims_.grants(), channel) ? Status::kOk : Status::kPermissionDenied;
     case NamespacePolicy::Publish::kNone:
       break;
   }
@@ -535,14 +548,14 @@ WireVariant Session::wire_variant() const noexcept {
 void Session::set_token_deadline(uint64_t now_ms, int64_t unix_ms) noexcept {
   if (claims_.expires_at_s == 0) {
     token_close_unix_ms_ = 0;
-    token_check_ms_ = UINT64_MAX;
+    deadline_ms_ = UINT64_MAX;
     return;
   }
   token_close_unix_ms_ = add_sat(seconds_to_ms(claims_.expires_at_s), int64_t{config_->refresh_grace_ms});
   if (token_close_unix_ms_ == 0) token_close_unix_ms_ = 1;  // 0 means "never"
   // Expiry is wall-clock time; the timer runs on the monotonic clock (check_token
   // looks again if the two disagree when it fires).
-  token_check_ms_ = token_close_unix_ms_ <= unix_ms
+  deadline_ms_ = token_close_unix_ms_ <= unix_ms
                         ? now_ms
                         : add_sat(now_ms, static_cast<uint64_t>(token_close_unix_ms_) - static_cast<uint64_t>(unix_ms));
 }
@@ -550,18 +563,18 @@ void Session::set_token_deadline(uint64_t now_ms, int64_t unix_ms) noexcept {
 Status Session::check_token(uint64_t now_ms, int64_t unix_ms) noexcept {
   if (token_close_unix_ms_ == 0) return Status::kOk;
   if (unix_ms >= token_close_unix_ms_) return fail(Status::kTokenExpired, "token expired and was not refreshed");
-  if (now_ms >= token_check_ms_) {
+  if (now_ms >= deadline_ms_) {
     // The monotonic deadline passed but the wall clock disagrees: look again when the
     // remaining wall-clock time has passed.
     const uint64_t remaining = static_cast<uint64_t>(token_close_unix_ms_) - static_cast<uint64_t>(unix_ms);
-    token_check_ms_ = add_sat(now_ms, remaining);
+    deadline_ms_ = add_sat(now_ms, remaining);
   }
   return Status::kOk;
 }
 
 Status Session::on_timer(uint64_t now_ms, int64_t unix_ms) noexcept {
   if (stopped() || state_ == State::kClosing) return fatal_;
-  if (state_ != State::kReady && now_ms >= handshake_deadline_ms_) {
+  if (state_ != State::kReady && now_ms >= deadline_ms_) {
     return fail(Status::kHandshakeTimeout, "Hello and Auth not done in time");
   }
   const Status s = reader_.expire(now_ms);
@@ -585,9 +598,9 @@ Status Session::on_timer(uint64_t now_ms, int64_t unix_ms) noexcept {
 uint64_t Session::next_deadline_ms() const noexcept {
   if (stopped() || state_ == State::kClosing) return UINT64_MAX;
   uint64_t d = reader_.next_deadline_ms();
-  if (state_ != State::kReady) d = std::min(d, handshake_deadline_ms_);
+  if (state_ != State::kReady) d = std::min(d, deadline_ms_);
   if (welcome_sent_) d = std::min(d, ping_outstanding_ ? pong_deadline_ms_ : next_ping_ms_);
-  if (state_ == State::kReady && token_close_unix_ms_ != 0) d = std::min(d, token_check_ms_);
+  if (state_ == State::kReady && token_close_unix_ms_ != 0) d = std::min(d, deadline_ms_);
   return d;
 }
 
@@ -608,7 +621,7 @@ bool Session::send(const google::protobuf::Message& message, FrameType type) noe
     o.max_frame_size = codec::kHandshakeMaxFrameSize;
   }
   codec::EncodedMessage frame;
-  Status s = codec::encode_message(type, body, o, o.compress ? &ctx_->compressor : nullptr, frame);
+  Status s = codec::encode_message(type, body, o, o.compress ? &reader_.context()->compressor : nullptr, frame);
   if (!codec::ok(s) && o.compress) {
     o.compress = false;  // §6.4: a compressor failure falls back to plain
     s = codec::encode_message(type, body, o, nullptr, frame);
@@ -631,11 +644,11 @@ Status Session::fail(Status code, std::string_view text) noexcept {
   if (stopped()) return fatal_;
   if (codec::ok(code) || code == Status::kNeedMore) code = Status::kInternal;  // never "keep going"
   fatal_ = code;
-  close_reason_ = clean_text(text, kMaxErrorText);
+  const std::string& reason = set_close_reason(clean_text(text, kMaxErrorText));
   state_ = State::kClosing;  // before send: a host calling back finds the session closing
   v1::Error error;
   error.set_code(static_cast<uint32_t>(code));
-  error.set_text(close_reason_);
+  error.set_text(reason);
   error.set_temporary(codec::is_temporary(code));
   send(error, FrameType::kError);
   return fatal_;
@@ -649,15 +662,27 @@ void Session::go_away(Status code, std::string_view reason, uint32_t reconnect_a
     return;
   }
   fatal_ = code;
-  close_reason_ = clean_text(reason, kMaxErrorText);
+  const std::string& text = set_close_reason(clean_text(reason, kMaxErrorText));
   state_ = State::kClosing;
   v1::GoAway g;
   g.set_code(static_cast<uint32_t>(code));
-  g.set_reason(close_reason_);
+  g.set_reason(text);
   g.set_reconnect_after_ms(reconnect_after_ms);
   send(g, FrameType::kGoAway);
 }
 
 void Session::disconnect(Status code, std::string_view reason) noexcept { fail(code, reason); }
+
+const std::string& Session::close_reason() const noexcept {
+  static const std::string kNone;
+  return close_reason_ != nullptr ? *close_reason_ : kNone;
+}
+
+const std::string& Session::set_close_reason(std::string text) noexcept {
+  // Allocation failure here would end the process anyway (std::string already allocated).
+  if (close_reason_ == nullptr) close_reason_ = std::make_unique<std::string>();
+  *close_reason_ = std::move(text);
+  return *close_reason_;
+}
 
 }  // namespace herald::server

@@ -75,6 +75,9 @@ struct SessionSubscribeResult {
 class SessionHost {
  public:
   virtual ~SessionHost() = default;
+  // This connection's session id for Welcome (opaque to the client; unique while the
+  // server runs). Computed on demand so that no session stores it.
+  virtual std::string session_id() const = 0;
   // Queue a control frame (urgent lane). The host assigns the sequence number.
   virtual void send(codec::EncodedMessage&& frame) noexcept = 0;
   // Queue a replayed publication; the session already decided it is wanted and fits
@@ -96,6 +99,17 @@ class SessionHost {
   virtual void on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept = 0;
 };
 
+// What a session keeps of its token after Auth (and each Refresh): only the claims
+// used later. TokenClaims' nbf, iat and jti are checked or logged once and dropped.
+struct SessionClaims {
+  std::string user_id;
+  int64_t expires_at_s = 0;                   // 0 = never expires
+  std::unique_ptr<std::string[]> channels;    // grants (token_grants); null when none
+  uint32_t channel_count = 0;
+  bool publish = false;
+  std::span<const std::string> grants() const noexcept { return {channels.get(), channel_count}; }
+};
+
 // One connection's protocol state. Loop thread only; not copyable or movable
 // (the host and the reader refer to it and to each other).
 //
@@ -111,7 +125,7 @@ class Session {
   // `config`, `verifier`, `host` and `ctx` (the loop's codec context) must outlive the
   // session. `accepted_ms` (monotonic) starts the handshake timeout.
   Session(const SessionConfig* config, const JwtVerifier* verifier, SessionHost* host, codec::CodecContext* ctx,
-          std::string session_id, uint64_t accepted_ms) noexcept;
+          uint64_t accepted_ms) noexcept;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -163,11 +177,10 @@ class Session {
   void on_closed() noexcept;
 
   State state() const noexcept { return state_; }
-  // The authenticated user ("" before AuthOk).
+  // The authenticated user: set once host.on_authenticated accepted it ("" before).
   const std::string& user_id() const noexcept { return claims_.user_id; }
-  // The current token's claims (updated by Refresh); null before AuthOk.
-  const TokenClaims* claims() const noexcept { return authenticated_ ? &claims_ : nullptr; }
-  const std::string& session_id() const noexcept { return session_id_; }
+  // What is kept of the current token's claims (updated by Refresh); null before AuthOk.
+  const SessionClaims* claims() const noexcept { return authenticated_ ? &claims_ : nullptr; }
   // Hello.device_id (at most its first 128 bytes; receipts are per user and device).
   const std::string& device_id() const noexcept { return device_id_; }
   // How shared publications are encoded for this client (meaningful after Welcome).
@@ -180,7 +193,7 @@ class Session {
   codec::Status fatal() const noexcept { return fatal_; }
   // Text of the fatal status, for logs: what was sent to the client, or the client's
   // own Error text. Empty while kOk.
-  const std::string& close_reason() const noexcept { return close_reason_; }
+  const std::string& close_reason() const noexcept;
 
  private:
   struct Subscription {
@@ -218,25 +231,26 @@ class Session {
   bool check_request(const Request& req, std::string_view what) noexcept;
   // Makes the session fatal with `code`, queues the connection-level Error, CLOSING.
   codec::Status fail(codec::Status code, std::string_view text) noexcept;
+  // Records close_reason(); returns it.
+  const std::string& set_close_reason(std::string text) noexcept;
 
   const SessionConfig* config_;
   const JwtVerifier* verifier_;
   SessionHost* host_;
-  codec::CodecContext* ctx_;
-  std::string session_id_;
   codec::MessageReader reader_;
   codec::ConnectionParams params_;
-  TokenClaims claims_;
+  SessionClaims claims_;
   std::string device_id_;
   std::vector<Subscription> subs_;
-  std::string close_reason_;
+  std::unique_ptr<std::string> close_reason_;  // allocated only once the session fails or closes
 
-  uint64_t handshake_deadline_ms_;
+  // Before AuthOk: the handshake deadline. READY: the monotonic time at which to look
+  // at the token's expiry again (UINT64_MAX: never). One field, one meaning per state.
+  uint64_t deadline_ms_;
   uint64_t next_ping_ms_ = UINT64_MAX;    // after Welcome
   uint64_t pong_deadline_ms_ = UINT64_MAX;  // while a Ping is outstanding
   uint64_t ping_nonce_ = 0;               // nonce of the last Ping sent
   int64_t token_close_unix_ms_ = 0;       // exp + grace (wall clock); 0 = the token never expires
-  uint64_t token_check_ms_ = UINT64_MAX;  // monotonic time at which to look again
 
   State state_ = State::kAwaitHello;
   codec::Status fatal_ = codec::Status::kOk;

@@ -359,6 +359,60 @@ TEST_F(ChannelHubTest, DeliversOnlyToLoopsWithSubscribersCountedPerLoop) {
   EXPECT_EQ(h.stats().channels, 0u);
 }
 
+// A channel's subscribers counted on one loop are held inline; when that loop's count
+// is back to 0 another loop takes its place (the state kept alive by a dedup entry).
+TEST_F(ChannelHubTest, SubscribersMoveFromOneLoopToAnother) {
+  QueueSink s3(3);
+  ChannelHub h(3, history, s3, nullptr, kWindow);
+  h.publish(draft("d", "m1"), 0, 0);  // the dedup entry keeps the channel state
+  h.subscribe(1, "d", false, "", 0, 0, replay);
+  h.publish(draft("d"), 0, 0);
+  EXPECT_EQ(s3.take_offsets(1), (std::vector<uint64_t>{2}));
+  h.unsubscribe(1, "d");
+  h.unsubscribe(1, "d");  // below zero: ignored
+  h.subscribe(2, "d", false, "", 0, 0, replay);
+  h.publish(draft("d"), 0, 0);
+  EXPECT_TRUE(s3.take(1).empty());
+  EXPECT_TRUE(s3.take(0).empty());
+  EXPECT_EQ(s3.take_offsets(2), (std::vector<uint64_t>{3}));
+  h.subscribe(0, "d", false, "", 0, 0, replay);  // a second loop: counts per loop from here on
+  h.unsubscribe(2, "d");
+  h.publish(draft("d"), 0, 0);
+  EXPECT_EQ(s3.take_offsets(0), (std::vector<uint64_t>{4}));
+  EXPECT_TRUE(s3.take(2).empty());
+}
+
+// Per-user connection counts live in the personal channel's state, apart from its
+// subscriber counts.
+TEST_F(ChannelHubTest, UserConnectionsAreCountedAgainstTheLimit) {
+  EXPECT_EQ(hub.add_user_connection("alice", 2), Status::kOk);
+  EXPECT_EQ(hub.add_user_connection("alice", 2), Status::kOk);
+  EXPECT_EQ(hub.add_user_connection("alice", 2), Status::kTooManyConnections);
+  EXPECT_EQ(hub.add_user_connection("bob", 2), Status::kOk);
+  EXPECT_EQ(hub.add_user_connection("carol", 0), Status::kTooManyConnections);
+  EXPECT_EQ(hub.stats().channels, 2u);  // user:alice, user:bob
+
+  // Subscribing to and leaving user:alice leaves the count alone, and the other way round.
+  hub.subscribe(0, "user:alice", false, "", 0, 0, replay);
+  hub.unsubscribe(0, "user:alice");
+  EXPECT_EQ(hub.add_user_connection("alice", 2), Status::kTooManyConnections);
+  hub.subscribe(1, "user:alice", false, "", 0, 0, replay);
+  hub.remove_user_connection("alice");
+  hub.remove_user_connection("alice");
+  hub.remove_user_connection("alice");  // none left: ignored
+  hub.remove_user_connection("dave");   // never counted: ignored
+  hub.publish(draft("user:alice"), 0, 0);
+  EXPECT_EQ(sink.take_offsets(1), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(hub.add_user_connection("alice", 1), Status::kOk);
+  EXPECT_EQ(hub.add_user_connection("alice", 1), Status::kTooManyConnections);
+
+  hub.remove_user_connection("alice");
+  hub.remove_user_connection("bob");
+  EXPECT_EQ(hub.stats().channels, 1u);  // user:alice still has its subscriber
+  hub.unsubscribe(1, "user:alice");
+  EXPECT_EQ(hub.stats().channels, 0u);
+}
+
 TEST_F(ChannelHubTest, InvalidChannelIsBadChannel) {
   for (const std::string& bad : {std::string(), std::string("a b"), std::string("news*"), std::string("é"),
                                  std::string(256, 'a'), std::string("a\0b", 3)}) {

@@ -343,6 +343,43 @@ TEST_F(HeralddShortTimeouts, PerIpConnectionLimit) {
   EXPECT_EQ(a.subscribe("user:a")->type, FrameType::kSubscribeOk);
 }
 
+class HeralddUserLimit : public Heraldd {
+  std::vector<std::string> args() override { return {"--limits.max_connections_per_user", "2"}; }
+};
+
+// limits.max_connections_per_user: the third connection of a user is refused with
+// kTooManyConnections; the user's others and other users keep working; a closed
+// connection frees its place.
+TEST_F(HeralddUserLimit, ThirdConnectionOfAUserIsRefusedUntilOneCloses) {
+  Client a(server_.port("tcp"));
+  auto b = std::make_unique<Client>(server_.port("tcp"));
+  ASSERT_TRUE(a.handshake(make_token("alice")));
+  ASSERT_TRUE(b->handshake(make_token("alice")));
+  ASSERT_EQ(a.subscribe("user:alice")->type, FrameType::kSubscribeOk);
+  Client c(server_.port("tcp"));
+  std::optional<Received> failure;
+  EXPECT_FALSE(c.handshake(make_token("alice"), &failure));
+  EXPECT_EQ(error_of(failure).code(), static_cast<uint32_t>(Status::kTooManyConnections));
+  EXPECT_TRUE(c.wait_closed(1500));
+  Client bob(server_.port("tcp"));
+  ASSERT_TRUE(bob.handshake(make_token("bob")));
+
+  b.reset();  // its place is freed when the server has closed it
+  std::unique_ptr<Client> d;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    d = std::make_unique<Client>(server_.port("tcp"));
+    if (d->handshake(make_token("alice"))) break;
+    d.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(d, nullptr) << "alice's closed connection was never uncounted";
+  ASSERT_EQ(d->subscribe("user:alice")->type, FrameType::kSubscribeOk);
+  ASSERT_EQ(publish(server_, publish_body("user:alice", "still here")).status, 200);
+  EXPECT_TRUE(a.read_until(FrameType::kPublication));
+  EXPECT_TRUE(d->read_until(FrameType::kPublication));
+}
+
 class HeralddAcceptRate : public Heraldd {
   std::vector<std::string> args() override { return {"--limits.accept_rate", "2", "--limits.accept_burst", "4"}; }
 };

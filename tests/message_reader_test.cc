@@ -289,6 +289,55 @@ TEST(MessageReader, ReassemblyTimeoutThroughExpire) {
   EXPECT_EQ(reader.buffered_bytes(), 0u);
 }
 
+// The reassembler exists only while a message is partial: its deadline goes with it,
+// a later fragmented message gets a new one, and limits set while none existed apply.
+TEST(MessageReader, ReassemblyStateOnlyWhileAMessageIsPartial) {
+  const Bytes payload = serialize(sample_publication(100));
+  EncodeOptions eo;
+  eo.max_frame_size = 40;
+  Bytes stream;
+  for (uint32_t seq = 0; seq < 2; ++seq) {
+    EncodedMessage em;
+    ASSERT_EQ(encode_message(FrameType::kPublication, payload, eo, nullptr, em), Status::kOk);
+    ASSERT_GT(em.frame_count(), 2u);
+    for (size_t i = 0; i < em.frame_count(); ++i) {
+      uint8_t h[kHeaderSize];
+      em.write_header(i, static_cast<uint32_t>(seq * em.frame_count() + i), h);
+      stream.insert(stream.end(), h, h + kHeaderSize);
+      stream.insert(stream.end(), em.body(i).begin(), em.body(i).end());
+    }
+  }
+  MessageReader reader;
+  EXPECT_EQ(reader.next_deadline_ms(), UINT64_MAX);
+  std::span<const uint8_t> in(stream);
+  InboundMessage m;
+  // First fragment only: a partial message with its deadline.
+  DecodeResult r = reader.read(in.first(kHeaderSize + 1), 1000, m);
+  EXPECT_EQ(r.status, Status::kNeedMore);
+  r = reader.read(in.subspan(kHeaderSize + 1, 40), 1000, m);
+  EXPECT_EQ(r.status, Status::kNeedMore);
+  EXPECT_EQ(reader.next_deadline_ms(), 1000u + 10'001u);  // expire() fails after 10 s
+  size_t at = kHeaderSize + 1 + 40;
+  for (int message = 0; message < 2; ++message) {
+    r = reader.read(in.subspan(at), 1000, m);
+    ASSERT_EQ(r.status, Status::kOk);
+    at += r.consumed;
+    EXPECT_EQ(Bytes(m.body.begin(), m.body.end()), payload);
+    EXPECT_EQ(reader.next_deadline_ms(), UINT64_MAX);  // nothing partial any more
+    EXPECT_EQ(reader.buffered_bytes(), 0u);
+  }
+  EXPECT_EQ(at, stream.size());
+
+  // Limits set before any fragment arrived reach the reassembler made for it.
+  MessageReader limited;
+  ReaderLimits l = limited.limits();
+  l.reassembly.max_fragments = 2;
+  limited.set_limits(l);
+  EXPECT_EQ(limited.limits().reassembly.max_fragments, 2u);
+  r = limited.read(in, 1000, m);
+  EXPECT_EQ(r.status, Status::kTooManyFragments);
+}
+
 TEST(Encoder, Errors) {
   CodecContext ctx;
   EncodedMessage em;

@@ -71,6 +71,7 @@ class FakeHost : public SessionHost {
   std::vector<std::pair<std::string, uint64_t>> acks;
   std::function<void()> during_send;  // runs inside send(), e.g. to call back into the session
 
+  std::string session_id() const override { return "sess-1"; }
   void send(codec::EncodedMessage&& frame) noexcept override {
     if (session != nullptr && session->state() == Session::State::kClosed) sent_after_closed = true;
     Bytes wire;
@@ -216,7 +217,7 @@ class SessionTest : public ::testing::Test {
 
   void reset() {
     host = std::make_unique<FakeHost>();
-    session = std::make_unique<Session>(&config, &verifier, host.get(), &ctx, "sess-1", kAccepted);
+    session = std::make_unique<Session>(&config, &verifier, host.get(), &ctx, kAccepted);
     host->session = session.get();
     client = Client{};
     now = kAccepted;
