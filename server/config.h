@@ -62,6 +62,7 @@ struct Config {
   uint32_t max_connections = 100000, max_connections_per_user = 32, max_connections_per_ip = 10000;
   uint32_t max_subscriptions = 256;
   size_t api_max_body_bytes = 1048576;
+  size_t api_threads = 1;  // event loop threads serving the HTTP API (the main loop is one)
   uint32_t accept_rate = 10000;   // new connections per second on the public listeners; 0 = no limit
   uint32_t accept_burst = 20000;  // connections accepted at once above the rate
   // [delivery]

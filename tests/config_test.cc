@@ -638,6 +638,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.max_connections_per_ip = 3;
   c.max_subscriptions = 4;
   c.api_max_body_bytes = 5;
+  c.api_threads = 3;
   c.accept_rate = 0;
   c.accept_burst = 11;
   c.soft_limit_bytes = 6;
