@@ -34,6 +34,7 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include "server/http_api_payload.h"
 #include "server/policy.h"
 
 namespace herald::server {
@@ -187,8 +188,9 @@ bool get_short_string(const json& obj, const char* key, const std::string& where
 
 // Validates one publish object; `where` prefixes field names in messages
 // ("" or "messages[2].").
+// `raw`: the payload texts extract_payloads() took out of the body (null if none).
 std::optional<ApiError> parse_publish(const json& j, const ApiConfig& cfg, const std::string& where,
-                                      ApiPublishRequest& r) {
+                                      ApiPublishRequest& r, std::vector<std::string>* raw) {
   std::optional<ApiError> err;
   if (!j.is_object()) return invalid((where.empty() ? std::string("body") : where.substr(0, where.size() - 1)) +
                                      ": must be a JSON object");
@@ -251,9 +253,21 @@ std::optional<ApiError> parse_publish(const json& j, const ApiConfig& cfg, const
   }
 
   const json* payload = field(j, "payload");
+  // The payload's text as sent (compacted), when extract_payloads() took it out.
+  const json* raw_index = nullptr;
+  if (raw != nullptr && !raw->empty()) {
+    const auto it = j.find(std::string(kRawPayloadKey));  // the key holds a NUL byte: not a C string
+    if (it != j.end()) raw_index = &*it;
+  }
   const json* payload_b64 = field(j, "payload_base64");
-  if (payload && payload_b64) return invalid(where + "payload, " + where + "payload_base64: give at most one");
-  if (payload) {
+  if ((payload || raw_index) && payload_b64)
+    return invalid(where + "payload, " + where + "payload_base64: give at most one");
+  if (raw_index) {
+    if (!raw_index->is_number_unsigned() || raw_index->get<uint64_t>() >= raw->size())
+      return status_error(Status::kInternal, where + "payload: lost while parsing");
+    r.payload = std::move((*raw)[raw_index->get<size_t>()]);
+    if (r.content_type.empty()) r.content_type = "application/json";
+  } else if (payload) {
     r.payload = dump(*payload);
     if (r.content_type.empty()) r.content_type = "application/json";
   } else if (payload_b64) {
@@ -400,8 +414,10 @@ struct HttpApi::Impl : std::enable_shared_from_this<HttpApi::Impl> {
     reply_json(req, e.http, json{{"error", error_object(e)}}, route);
   }
 
-  // Parses the body as a JSON object. An empty body is `{}` when allow_empty.
-  std::optional<ApiError> read_body(evhttp_request* req, json& out, bool allow_empty) const;
+  // Parses the body as a JSON object. An empty body is `{}` when allow_empty. With
+  // `raw_payloads`, publish payloads are taken out as text first (extract_payloads).
+  std::optional<ApiError> read_body(evhttp_request* req, json& out, bool allow_empty,
+                                    std::vector<std::string>* raw_payloads = nullptr) const;
   // Publishes a validated request to its channel or users. On a channel
   // publish that failed, `failure` is set; users publishes report per user.
   // `done(result, failure)` is called once, on the API loop thread, when every
@@ -486,7 +502,8 @@ bool HttpApi::Impl::authorized(evhttp_request* req) const {
   return ok;
 }
 
-std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out, bool allow_empty) const {
+std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out, bool allow_empty,
+                                                 std::vector<std::string>* raw_payloads) const {
   evbuffer* buf = evhttp_request_get_input_buffer(req);
   const size_t n = buf != nullptr ? evbuffer_get_length(buf) : 0;
   const char* data = n > 0 ? reinterpret_cast<const char*>(evbuffer_pullup(buf, -1)) : "";
@@ -497,7 +514,12 @@ std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out,
   }
   if (!nesting_within(body, kMaxJsonDepth))
     return invalid("body: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  out = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  std::string rewritten;
+  if (raw_payloads != nullptr && extract_payloads(body, rewritten, *raw_payloads) == PayloadScan::kRewritten) {
+    out = json::parse(rewritten.begin(), rewritten.end(), nullptr, /*allow_exceptions=*/false);
+  } else {
+    out = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  }
   if (out.is_discarded()) return invalid("body: not valid JSON");
   if (!out.is_object()) return invalid("body: must be a JSON object");
   return std::nullopt;
@@ -644,9 +666,10 @@ void HttpApi::Impl::execute(const ApiPublishRequest& r, std::function<void(json,
 
 void HttpApi::Impl::route_publish(evhttp_request* req) {
   json body;
-  if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublish);
+  std::vector<std::string> raw;
+  if (auto e = read_body(req, body, false, &raw)) return reply_error(req, *e, ApiRoute::kPublish);
   ApiPublishRequest r;
-  if (auto e = parse_publish(body, config, "", r)) return reply_error(req, *e, ApiRoute::kPublish);
+  if (auto e = parse_publish(body, config, "", r, &raw)) return reply_error(req, *e, ApiRoute::kPublish);
   std::weak_ptr<Impl> self = weak_from_this();
   execute(r, [self, req](json result, std::optional<ApiError> failure) {
     const auto api = self.lock();
@@ -665,7 +688,8 @@ void HttpApi::Impl::route_publish(evhttp_request* req) {
 
 void HttpApi::Impl::route_batch(evhttp_request* req) {
   json body;
-  if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublishBatch);
+  std::vector<std::string> raw;
+  if (auto e = read_body(req, body, false, &raw)) return reply_error(req, *e, ApiRoute::kPublishBatch);
   const json* messages = field(body, "messages");
   if (messages == nullptr || !messages->is_array())
     return reply_error(req, invalid("messages: must be an array of publish objects"), ApiRoute::kPublishBatch);
@@ -678,7 +702,7 @@ void HttpApi::Impl::route_batch(evhttp_request* req) {
   std::vector<std::optional<ApiError>> errors(messages->size());
   size_t targets = 0;
   for (size_t i = 0; i < messages->size(); ++i) {
-    errors[i] = parse_publish((*messages)[i], config, "messages[" + std::to_string(i) + "].", parsed[i]);
+    errors[i] = parse_publish((*messages)[i], config, "messages[" + std::to_string(i) + "].", parsed[i], &raw);
     if (!errors[i]) targets += parsed[i].channel.empty() ? parsed[i].users.size() : 1;
   }
   if (targets > config.max_users_per_publish)
