@@ -143,6 +143,8 @@ const Setting kSettings[] = {
     {"store", "commit_window_us", &Config::store_commit_window_us, "US",
      "group commit: how long the store thread waits for more writes before committing; 0-100000"},
     {"store", "commit_batch", &Config::store_commit_batch, "N", "writes per transaction at most; at least 1"},
+    {"store", "commit_max_bytes", &Config::store_commit_max_bytes, "BYTES",
+     "publication bytes per transaction at most (bounds the fsync every publisher in it waits for); 0 = no bound"},
     {"store", "retention_interval_ms", &Config::store_retention_interval_ms, "MS",
      "how often expired and excess messages are deleted (in small steps); at least 10"},
     {"store", "retention_batch", &Config::store_retention_batch, "N",

@@ -77,6 +77,7 @@ struct Config {
   std::string store_synchronous = "FULL";         // FULL (survives power loss) or NORMAL (process crash only)
   uint32_t store_commit_window_us = 1000;         // group commit: wait this long for more writes
   size_t store_commit_batch = 2000;               // writes per transaction at most
+  size_t store_commit_max_bytes = 1048576;        // publication bytes per transaction at most (0 = no bound)
   uint32_t store_retention_interval_ms = 1000;    // how often retention runs
   size_t store_retention_batch = 500;             // messages deleted per retention step
   // [[namespace]] tables; starts as the built-ins ("" then "user").

@@ -304,6 +304,7 @@ bool Server::open_store(std::string& error) {
   DurableSettings ds;
   ds.commit_window_us = config_.store_commit_window_us;
   ds.commit_batch = config_.store_commit_batch;
+  ds.commit_max_bytes = config_.store_commit_max_bytes;
   ds.retention_interval_ms = config_.store_retention_interval_ms;
   ds.retention_batch = config_.store_retention_batch;
   ds.dedup_lookback_until_ms = unix_ms() + int64_t{config_.dedup_window_s} * 1000;

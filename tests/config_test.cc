@@ -651,6 +651,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.store_synchronous = "NORMAL";
   c.store_commit_window_us = 0;
   c.store_commit_batch = 11;
+  c.store_commit_max_bytes = 4096;
   c.store_retention_interval_ms = 12;
   c.store_retention_batch = 13;
   NamespacePolicy news;
