@@ -4,6 +4,10 @@
 // integrity check and start-up refusals. TESTING.md "Durability".
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <set>
 #include <sstream>
@@ -489,6 +493,54 @@ TEST(DurableStartup, RefusesABadSynchronousSettingAndAnUnusableDirectory) {
   HeralddProcess b;
   EXPECT_FALSE(b.start({"--store.dir", "/proc/herald-cannot-be-here"}));
   EXPECT_NE(b.log().find("store.dir"), std::string::npos) << b.log();
+}
+
+// server.api_threads: several API loops accept on the same listener; durable publishes
+// answered from the store thread and the routes answered from the event loops (users,
+// disconnect) or a worker (integrity) reach the right loop whichever one accepted.
+TEST(DurableApiThreads, EveryRouteAnswersFromEveryApiThread) {
+  HeralddProcess server;
+  ASSERT_TRUE(server.start({"--server.api_threads", "3", "--namespace",
+                            "name=dur,subscribe=any,durable=true,history_size=1000,history_ttl_s=0"}))
+      << server.log();
+  const uint16_t api = server.port("api");
+  // 6 publishers x 40 publishes, one connection each (the kernel spreads them).
+  std::vector<std::thread> publishers;
+  std::mutex mu;
+  std::vector<uint64_t> offsets;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 6; ++t) {
+    publishers.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        HttpResponse r = http(api, "POST", "/v1/publish",
+                              body("dur:threads", "m", "t" + std::to_string(t) + "-" + std::to_string(i)).dump());
+        if (r.status != 200) {
+          ++failures;
+          continue;
+        }
+        std::lock_guard lock(mu);
+        offsets.push_back(r.json()["offset"]);
+      }
+    });
+  }
+  for (auto& t : publishers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::sort(offsets.begin(), offsets.end());
+  ASSERT_EQ(offsets.size(), 240u);
+  for (size_t i = 0; i < offsets.size(); ++i) EXPECT_EQ(offsets[i], i + 1);
+  // Each route several times, on new connections.
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_EQ(http(api, "GET", "/v1/users/nobody").status, 200);
+    EXPECT_EQ(http(api, "POST", "/v1/users/nobody/disconnect", "{}").status, 200);
+    EXPECT_EQ(http(api, "GET", "/v1/stats").status, 200);
+    EXPECT_EQ(http(api, "GET", "/v1/messages/t0-" + std::to_string(i)).status, 200);
+    EXPECT_EQ(http(api, "GET", "/healthz").status, 200);
+  }
+  HttpResponse integrity = http(api, "GET", "/v1/admin/integrity");
+  ASSERT_EQ(integrity.status, 200) << integrity.body;
+  EXPECT_TRUE(integrity.json()["ok"].get<bool>());
+  // A clean shutdown stops the API threads.
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.log();
 }
 
 TEST(DurableStartup, NormalSynchronousModeRunsAndKeepsData) {
