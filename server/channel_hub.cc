@@ -407,10 +407,18 @@ void ChannelHub::unsubscribe(size_t loop, std::string_view channel) {
   erase_if_unused(shard, it->second);
 }
 
-codec::Status ChannelHub::add_user_connection(std::string_view user, uint32_t max) {
+namespace {
+// "user:<id>", the channel whose hub state also holds the user's connection count.
+std::string personal_channel(std::string_view user) {
   std::string channel;
   channel.reserve(kUserNamespace.size() + 1 + user.size());
   channel.append(kUserNamespace).append(":").append(user);
+  return channel;
+}
+}  // namespace
+
+codec::Status ChannelHub::add_user_connection(std::string_view user, uint32_t max) {
+  std::string channel = personal_channel(user);
   Shard& shard = shard_for(channel);
   std::lock_guard lock(shard.mu);
   auto it = shard.channels.find(std::string_view(channel));
@@ -425,9 +433,7 @@ codec::Status ChannelHub::add_user_connection(std::string_view user, uint32_t ma
 }
 
 void ChannelHub::remove_user_connection(std::string_view user) {
-  std::string channel;
-  channel.reserve(kUserNamespace.size() + 1 + user.size());
-  channel.append(kUserNamespace).append(":").append(user);
+  std::string channel = personal_channel(user);
   Shard& shard = shard_for(channel);
   std::lock_guard lock(shard.mu);
   auto it = shard.channels.find(std::string_view(channel));
