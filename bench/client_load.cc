@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/api_post.h"
 #include "client-sdk/cli/token.h"
 #include "herald/client.h"
 
@@ -50,31 +51,7 @@ double thread_cpu_seconds() {
 
 // One blocking HTTP/1.1 POST with Connection: close; returns the status (0 on failure).
 int http_post(uint16_t port, const std::string& path, const std::string& body) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  const std::string req = "POST " + path +
-                          " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer herald-dev-api-key\r\n"
-                          "Content-Type: application/json\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\n\r\n" + body;
-  size_t off = 0;
-  while (off < req.size()) {
-    const ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return resp.size() > 12 ? std::atoi(resp.substr(9, 3).c_str()) : 0;
+  return herald::bench::api_post("127.0.0.1", port, path, body);
 }
 
 struct Server {

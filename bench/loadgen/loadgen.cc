@@ -36,6 +36,7 @@
 
 #include "bench/loadgen/herald_protocol.h"
 #include "bench/loadgen/histogram.h"
+#include "bench/api_post.h"
 #include "bench/loadgen/protocol.h"
 #include "server/jwt.h"
 
@@ -746,31 +747,7 @@ int http_post(const std::string& hostport, const std::string& path, const std::s
   std::string host;
   int port = 0;
   if (!split_hostport(hostport, host, port)) return 0;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, host.c_str(), &a.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return 0;
-  }
-  const std::string req = "POST " + path +
-                          " HTTP/1.1\r\nHost: b\r\nConnection: close\r\nAuthorization: Bearer herald-dev-api-key\r\n"
-                          "Content-Type: application/json\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\n\r\n" + body;
-  size_t off = 0;
-  while (off < req.size()) {
-    const ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-  std::string resp;
-  char b[8192];
-  ssize_t n;
-  while ((n = ::recv(fd, b, sizeof b, 0)) > 0) resp.append(b, static_cast<size_t>(n));
-  close(fd);
-  return resp.size() > 12 ? std::atoi(resp.c_str() + 9) : 0;
+  return herald::bench::api_post(host, static_cast<uint16_t>(port), path, body);
 }
 
 class Coordinator {
