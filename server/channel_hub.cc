@@ -258,7 +258,7 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms);
   if (state != nullptr && state->total > 0) {
     for (size_t loop = 0; loop < loops_; ++loop) {
-      if (state->subscribers.get(loop) > 0) sink_.deliver(loop, record);
+      if (const uint32_t n = state->subscribers.get(loop); n > 0) sink_.deliver(loop, record, n);
     }
   }
   return true;
@@ -291,7 +291,7 @@ void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
       if (ours) d->second.pending = false;
       if (state.total > 0) {
         for (size_t loop = 0; loop < loops_; ++loop) {
-          if (state.subscribers.get(loop) > 0) sink_.deliver(loop, record);
+          if (const uint32_t n = state.subscribers.get(loop); n > 0) sink_.deliver(loop, record, n);
         }
       }
     } else {

@@ -53,8 +53,10 @@ class DeliverySink {
   virtual ~DeliverySink() = default;
   // Called with the channel's hub lock held, once per publication for each loop
   // that has subscribers of its channel, in offset order per channel and loop.
-  // Must be cheap and must not call back into the hub (post to the loop's queue).
-  virtual void deliver(size_t loop, const PublicationPtr& publication) noexcept = 0;
+  // `subscribers`: how many the channel has on that loop (the deliveries this
+  // posts, for the loop's backlog). Must be cheap and must not call back into the
+  // hub (post to the loop's queue).
+  virtual void deliver(size_t loop, const PublicationPtr& publication, uint32_t subscribers) noexcept = 0;
 };
 
 struct HubLimits {

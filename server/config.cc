@@ -133,6 +133,9 @@ const Setting kSettings[] = {
      "kernel send buffer of each client socket (SO_SNDBUF); 0 = the kernel sizes it"},
     {"delivery", "dedup_window_s", &Config::dedup_window_s, "S",
      "how long a publisher's message id is remembered (idempotent publish)"},
+    {"delivery", "publish_backlog", &Config::publish_backlog, "N",
+     "deliveries an event loop may have waiting before connections publishing P2/P3 stop being read "
+     "(P0/P1 publishers at 8 times this); at least 1"},
     {"store", "dir", &Config::store_dir, "PATH",
      "data directory of the durable store (SQLite, WAL mode; created when missing)"},
     {"store", "synchronous", &Config::store_synchronous, "MODE",
@@ -716,6 +719,7 @@ void validate(const Config& c) {
     fail("delivery.soft_limit_bytes", std::to_string(c.soft_limit_bytes) + " is more than delivery.hard_limit_bytes (" +
                                           std::to_string(c.hard_limit_bytes) + ")");
   check_at_least_1("delivery.batch_bytes", c.batch_bytes);
+  check_at_least_1("delivery.publish_backlog", c.publish_backlog);
 
   // [store]
   if (c.store_dir.empty()) fail("store.dir", "must not be empty");

@@ -71,6 +71,7 @@ struct Config {
   size_t batch_bytes = 65536;
   uint32_t send_buffer_bytes = 0;  // SO_SNDBUF of client sockets; 0 = the kernel's own sizing
   uint32_t dedup_window_s = 300;
+  size_t publish_backlog = 16384;  // deliveries a loop may be behind before bulk publishers wait
   // [store] the durable store (SQLite in a local directory)
   std::string store_dir = "./herald-data";        // created when missing
   std::string store_synchronous = "FULL";         // FULL (survives power loss) or NORMAL (process crash only)

@@ -19,6 +19,10 @@ namespace {
 
 constexpr size_t kMaxIov = 64;
 constexpr int kReadsPerCallback = 4;   // fairness between connections of a loop
+// A connection that publishes reads this much at a time while a loop is half way to
+// closing the publish admission (Loop::admission_closed): it is then checked every
+// ~100 publishes, not every ~400, so the backlog overshoots its limit by less.
+constexpr size_t kPublisherReadBytes = 16 * 1024;
 constexpr uint32_t kErrorFlushMs = 1000;  // docs/protocol.md §9.2: flush an Error for at most 1 s
 
 CloseReason close_reason_for(codec::Status s) {
@@ -93,16 +97,22 @@ bool Connection::start() {
 
 void Connection::on_read(evutil_socket_t fd, short, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  c->loop_->refresh_clock();
   auto buf = c->loop_->read_buffer();
+  if ((c->publish_state_ & kPublisher) != 0 && buf.size() > kPublisherReadBytes &&
+      c->loop_->backlog_above(c->loop_->context().publish_backlog / 2)) {
+    buf = buf.first(kPublisherReadBytes);
+  }
   for (int i = 0; i < kReadsPerCallback && !c->closing_; ++i) {
     const ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n > 0) {
       c->handle_bytes(buf.first(static_cast<size_t>(n)));
+      if (c->maybe_pause_reading()) break;
       if (static_cast<size_t>(n) < buf.size()) break;
       continue;
     }
     if (n == 0) {
-      c->handle_status(c->session_.on_eof(monotonic_ms()));
+      c->handle_status(c->session_.on_eof(c->loop_->now_ms()));
       if (!c->closing_) c->start_closing(CloseReason::kClientClosed);
       break;
     }
@@ -115,6 +125,7 @@ void Connection::on_read(evutil_socket_t fd, short, void* arg) {
 
 void Connection::on_tls_read(bufferevent* bev, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  c->loop_->refresh_clock();
   evbuffer* in = bufferevent_get_input(bev);
   while (!c->closing_ && evbuffer_get_length(in) > 0) {
     evbuffer_iovec vec[8];
@@ -125,6 +136,8 @@ void Connection::on_tls_read(bufferevent* bev, void* arg) {
       used += vec[i].iov_len;
     }
     evbuffer_drain(in, used);
+    // Paused: the rest stays in the bufferevent until resume_reading().
+    if (c->maybe_pause_reading()) break;
   }
   if (c->closing_) evbuffer_drain(in, evbuffer_get_length(in));
   c->after_output();
@@ -136,7 +149,35 @@ void Connection::handle_bytes(std::span<const uint8_t> bytes) {
     ws_->on_bytes(bytes);
     return;
   }
-  handle_status(session_.on_bytes(bytes, monotonic_ms(), unix_ms()));
+  handle_status(session_.on_bytes(bytes, loop_->now_ms(), unix_ms()));
+}
+
+bool Connection::maybe_pause_reading() {
+  const uint8_t published = publish_state_ & (kPublishedUrgent | kPublishedBulk);
+  if (published == 0 || closing_) return false;
+  publish_state_ &= static_cast<uint8_t>(~(kPublishedUrgent | kPublishedBulk));
+  if (!loop_->admission_closed(published == kPublishedUrgent)) return false;
+  publish_state_ |= kReadPaused;
+  if (bev_ != nullptr) {
+    bufferevent_disable(bev_, EV_READ);
+  } else {
+    watch(false, write_blocked_);
+  }
+  loop_->pause_reader(this);
+  return true;
+}
+
+void Connection::resume_reading() {
+  if ((publish_state_ & kReadPaused) == 0) return;
+  publish_state_ &= static_cast<uint8_t>(~kReadPaused);
+  if (!reading()) return;  // closing or going away meanwhile
+  if (bev_ != nullptr) {
+    bufferevent_enable(bev_, EV_READ);
+    // Input read before the pause is still buffered: no event would announce it.
+    if (evbuffer_get_length(bufferevent_get_input(bev_)) > 0) on_tls_read(bev_, this);
+  } else {
+    watch(true, write_blocked_);
+  }
 }
 
 void Connection::handle_status(codec::Status s) {
@@ -149,9 +190,10 @@ void Connection::handle_status(codec::Status s) {
 
 void Connection::on_tls_event(bufferevent*, short what, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  c->loop_->refresh_clock();
   if (what & BEV_EVENT_CONNECTED) return;
   if (what & BEV_EVENT_EOF) {
-    c->handle_status(c->session_.on_eof(monotonic_ms()));
+    c->handle_status(c->session_.on_eof(c->loop_->now_ms()));
     if (!c->closing_) c->start_closing(CloseReason::kClientClosed);
   } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
     while (unsigned long e = bufferevent_get_openssl_error(c->bev_)) {
@@ -167,7 +209,7 @@ void Connection::on_tls_event(bufferevent*, short what, void* arg) {
 
 void Connection::send(codec::EncodedMessage&& frame) noexcept {
   if (closing_ && reaped_) return;
-  if (lanes_.enqueue_control(std::move(frame), monotonic_ms()) == EnqueueOutcome::kSlowConsumer) {
+  if (lanes_.enqueue_control(std::move(frame), loop_->now_ms()) == EnqueueOutcome::kSlowConsumer) {
     lanes_.discard_queued();
     start_closing(CloseReason::kSlowConsumer);
   }
@@ -178,7 +220,7 @@ void Connection::queue_publication(const PublicationPtr& p) {
   const auto& frames = p->encoded(session_.wire_variant(), ctx.shared_encoding, loop_->codec());
   const int prio = p->priority() >= 0 && p->priority() <= 3 ? p->priority() : 3;
   // Queued and shed messages are counted by the lanes (LaneCounters, reported by the loop).
-  switch (lanes_.enqueue(p, &frames, prio, monotonic_ms())) {
+  switch (lanes_.enqueue(p, &frames, prio, loop_->now_ms())) {
     case EnqueueOutcome::kQueued:
       // Receipts: "sent" once queued to one of the user's connections (personal channels).
       if (ctx.durable != nullptr && namespace_of(p->channel()) == kUserNamespace &&
@@ -227,7 +269,8 @@ void Connection::after_output() {
   } else if (!lanes_.empty()) {
     if (lanes_.urgent()) {
       flush();  // control frames and P0 do not wait for the end of the iteration
-    } else {
+    } else if (!flush_scheduled_) {
+      flush_scheduled_ = true;
       loop_->schedule_flush(this);
     }
   }
@@ -236,6 +279,7 @@ void Connection::after_output() {
 }
 
 void Connection::flush() {
+  flush_scheduled_ = false;
   if (reaped_) return;
   if (ws_ != nullptr) {
     ws_->flush();
@@ -260,7 +304,7 @@ void Connection::flush_plain() {
     const ssize_t w = ::writev(fd_, iov, static_cast<int>(n));
     if (w < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        lanes_.consumed(0, monotonic_ms());
+        lanes_.consumed(0, loop_->now_ms());
         write_blocked_ = true;
         watch(reading(), true);
         return;
@@ -270,7 +314,7 @@ void Connection::flush_plain() {
       return;
     }
     m->bytes_out(static_cast<size_t>(w));
-    lanes_.consumed(static_cast<size_t>(w), monotonic_ms());
+    lanes_.consumed(static_cast<size_t>(w), loop_->now_ms());
     if (static_cast<size_t>(w) < want) {
       write_blocked_ = true;
       watch(reading(), true);
@@ -293,7 +337,7 @@ void Connection::flush_tls() {
     for (size_t i = 0; i < n; ++i) total += iov[i].iov_len;
     evbuffer_iovec space;
     if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(total), &space, 1) < 1 || space.iov_len < total) {
-      lanes_.consumed(0, monotonic_ms());
+      lanes_.consumed(0, loop_->now_ms());
       break;
     }
     auto* dst = static_cast<uint8_t*>(space.iov_base);
@@ -304,7 +348,7 @@ void Connection::flush_tls() {
     space.iov_len = total;
     evbuffer_commit_space(out, &space, 1);
     m->bytes_out(total);
-    lanes_.consumed(total, monotonic_ms());
+    lanes_.consumed(total, loop_->now_ms());
   }
 }
 
@@ -326,6 +370,7 @@ bool Connection::watch(bool read, bool write) {
 
 void Connection::on_io(evutil_socket_t fd, short what, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  c->loop_->refresh_clock();
   if (what & EV_WRITE) {
     c->write_blocked_ = false;
     c->watch(c->reading(), false);
@@ -337,6 +382,7 @@ void Connection::on_io(evutil_socket_t fd, short what, void* arg) {
 
 void Connection::on_tls_write(bufferevent*, void* arg) {
   auto* c = static_cast<Connection*>(arg);
+  c->loop_->refresh_clock();
   c->flush();
   c->update_timer();
 }
@@ -348,7 +394,7 @@ void Connection::update_timer() {
   uint64_t deadline = closing_ ? close_deadline_ms_ : session_.next_deadline_ms();
   if (!closing_ && !lanes_.empty()) {
     // While output is above the soft limit, check again when T could have passed.
-    deadline = std::min(deadline, monotonic_ms() + loop_->context().output_limits.soft_ms / 4 + 1);
+    deadline = std::min(deadline, loop_->now_ms() + loop_->context().output_limits.soft_ms / 4 + 1);
   }
   if (ws_ != nullptr) deadline = std::min(deadline, ws_->deadline_ms());
   timer_deadline_ = deadline;
@@ -370,7 +416,7 @@ void Connection::timer_fired(uint64_t entry_ms, uint64_t now_ms) {
 
 void Connection::on_timer() {
   timer_deadline_ = UINT64_MAX;
-  const uint64_t now = monotonic_ms();
+  const uint64_t now = loop_->now_ms();
   if (closing_) {
     if (now >= close_deadline_ms_) {
       lanes_.clear();  // the Error flush deadline passed: give up on the rest
@@ -422,7 +468,7 @@ void Connection::start_closing(CloseReason reason) {
   if (closing_) return;
   closing_ = true;
   close_reason_ = reason;
-  close_deadline_ms_ = monotonic_ms() + kErrorFlushMs;
+  close_deadline_ms_ = loop_->now_ms() + kErrorFlushMs;
   // Phase one: stop reading now; what must be said is flushed (with a deadline).
   if (bev_ == nullptr) watch(false, write_blocked_);
   if (bev_ != nullptr) bufferevent_disable(bev_, EV_READ);
@@ -433,8 +479,8 @@ void Connection::start_closing(CloseReason reason) {
 void Connection::finish_if_flushed() {
   if (!closing_ || reaped_) return;
   const bool tls_pending = bev_ != nullptr && evbuffer_get_length(bufferevent_get_output(bev_)) > 0 &&
-                           monotonic_ms() < close_deadline_ms_;
-  const bool ws_pending = ws_ != nullptr && ws_->output_pending() && monotonic_ms() < close_deadline_ms_;
+                           loop_->now_ms() < close_deadline_ms_;
+  const bool ws_pending = ws_ != nullptr && ws_->output_pending() && loop_->now_ms() < close_deadline_ms_;
   if (!lanes_.empty() || tls_pending || ws_pending) return;
   reaped_ = true;
   loop_->schedule_reap(this);  // phase two: freed after the current callback
@@ -538,6 +584,7 @@ SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {
   d.ttl_s = p.ttl_s;
   d.dismiss_on_read = p.dismiss_on_read;
   d.payload = std::move(p.payload);
+  publish_state_ |= static_cast<uint8_t>(kPublisher | (p.priority <= 1 ? kPublishedUrgent : kPublishedBulk));
   const auto to_result = [](const PublishOutcome& o, Metrics* m) {
     if (codec::ok(o.status)) {
       m->published(PublishSource::kClient);
@@ -559,7 +606,7 @@ SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {
   PublishOutcome o;
   // Durable: answered once the store committed it, on this loop (the connection may be gone by then).
   const bool now = ctx.hub->publish(
-      std::move(d), unix_ms(), monotonic_ms(),
+      std::move(d), unix_ms(), loop_->now_ms(),
       [loop, id, rid, channel = std::move(channel), to_result](const PublishOutcome& out) {
         loop->post([id, rid, channel, out, to_result](Loop& l) {
           SessionPublishResult r = to_result(out, l.context().metrics);

@@ -53,6 +53,8 @@ class Connection final : public SessionHost {
   void disconnect(codec::Status code, const std::string& reason);
   // Releases hub subscriptions, user and IP counts; called once before destruction.
   void release();
+  // Publish admission (Loop::pause_reader) let this connection read again.
+  void resume_reading();
 
   // ---- SessionHost ----
   void send(codec::EncodedMessage&& frame) noexcept override;
@@ -87,7 +89,10 @@ class Connection final : public SessionHost {
   void flush_plain();
   // Plain TCP: which directions the socket event watches; false if libevent refused.
   bool watch(bool read, bool write);
-  bool reading() const noexcept { return !closing_ && !go_away_pending_; }
+  bool reading() const noexcept { return !closing_ && !go_away_pending_ && (publish_state_ & kReadPaused) == 0; }
+  // After input was handled: stop reading if what this connection published since the
+  // last check must wait for the loops' backlog (Loop::admission_closed). True if paused.
+  bool maybe_pause_reading();
   void flush_tls();
 
   Loop* loop_;
@@ -96,6 +101,10 @@ class Connection final : public SessionHost {
   const bool tls_;
   uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
   CloseReason close_reason_ = CloseReason::kClientClosed;
+  // Publish admission, bits: published P0/P1, published P2/P3 (both since the last
+  // check), has ever published (reads are then smaller), reading paused.
+  static constexpr uint8_t kPublishedUrgent = 1, kPublishedBulk = 2, kPublisher = 4, kReadPaused = 8;
+  uint8_t publish_state_ = 0;
   const std::string* peer_ip_;  // the limiter's key, uncounted in release()
   event ev_;                 // plain TCP: the socket's one event (see watch())
   bufferevent* bev_ = nullptr;
@@ -115,6 +124,7 @@ class Connection final : public SessionHost {
   bool released_ = false;
   bool write_blocked_ = false;
   bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
+  bool flush_scheduled_ = false;       // listed in the loop's end-of-iteration flush
   std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 

@@ -53,6 +53,7 @@ Loop::Loop(size_t index, ServerContext* context)
   timer_ev_ = evtimer_new(base_, on_timer, this);
   shutdown_ev_ = evtimer_new(base_, on_shutdown_deadline, this);
   report_ev_ = event_new(base_, -1, EV_PERSIST, on_report, this);
+  resume_ev_ = evtimer_new(base_, on_resume_readers, this);
   codec_.inbound_tally = &inbound_tally_;
   event_priority_set(wakeup_ev_, kPriorityIo);
   event_priority_set(timer_ev_, kPriorityIo);
@@ -69,6 +70,7 @@ Loop::~Loop() {
   slots_.clear();
   report_counters();
   event_free(report_ev_);
+  event_free(resume_ev_);
   event_free(wakeup_ev_);
   event_free(flush_ev_);
   event_free(timer_ev_);
@@ -96,11 +98,13 @@ void Loop::post(std::function<void(Loop&)> fn) {
   if (!wakeup_pending_.exchange(true)) event_active(wakeup_ev_, EV_READ, 0);
 }
 
-void Loop::post_publication(PublicationPtr publication) {
+void Loop::post_publication(PublicationPtr publication, uint32_t deliveries) {
   {
     std::lock_guard lock(post_mu_);
     posted_publications_.push_back(std::move(publication));
+    posted_deliveries_ += deliveries;
   }
+  backlog_.fetch_add(deliveries, std::memory_order_relaxed);
   if (!wakeup_pending_.exchange(true)) event_active(wakeup_ev_, EV_READ, 0);
 }
 
@@ -151,21 +155,29 @@ void Loop::post_shutdown(uint32_t deadline_ms) {
   });
 }
 
-void Loop::on_wakeup(evutil_socket_t, short, void* arg) { static_cast<Loop*>(arg)->drain_posts(); }
+void Loop::on_wakeup(evutil_socket_t, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  loop->refresh_clock();
+  loop->drain_posts();
+}
 
 void Loop::drain_posts() {
   std::vector<std::function<void(Loop&)>> fns;
   std::vector<PublicationPtr> pubs;
+  uint64_t deliveries;
   {
     std::lock_guard lock(post_mu_);
     fns.swap(posted_);
     pubs.swap(posted_publications_);
+    deliveries = posted_deliveries_;
+    posted_deliveries_ = 0;
     wakeup_pending_.store(false);
   }
   // Publications first: one accepted before a shutdown (or any other post) was
   // queued must reach its subscribers before they are told GoAway. Publications
   // of one channel arrive in offset order (posted under the channel's lock).
   for (const auto& p : pubs) deliver(p);
+  backlog_.fetch_sub(deliveries, std::memory_order_relaxed);
   for (auto& fn : fns) fn(*this);
 }
 
@@ -185,25 +197,70 @@ void Loop::deliver(const PublicationPtr& p) {
   if (any) delivered_accept_us_.push_back(p->accepted_us());
 }
 
+// ---------------------------------------------------------------- publish admission
+
+bool Loop::admission_closed(bool urgent) const noexcept {
+  const uint64_t limit = context_->publish_backlog;
+  return backlog_above(urgent ? kUrgentBacklogFactor * limit : limit);
+}
+
+bool Loop::backlog_above(uint64_t deliveries) const noexcept {
+  if (context_->loops == nullptr) return false;
+  for (const auto& loop : *context_->loops) {
+    if (loop->backlog() > deliveries) return true;
+  }
+  return false;
+}
+
+void Loop::pause_reader(Connection* c) {
+  context_->metrics->publish_paused();
+  if (paused_readers_.empty()) {
+    static constexpr timeval kRecheck{0, 1000};
+    evtimer_add(resume_ev_, &kRecheck);
+  }
+  paused_readers_.push_back(c->id());
+}
+
+void Loop::on_resume_readers(evutil_socket_t, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  loop->refresh_clock();
+  if (loop->backlog_above(loop->context_->publish_backlog / 2)) {
+    static constexpr timeval kRecheck{0, 1000};
+    evtimer_add(loop->resume_ev_, &kRecheck);
+    return;
+  }
+  std::vector<ConnectionId> ids;
+  ids.swap(loop->paused_readers_);
+  for (ConnectionId id : ids) {
+    if (Connection* c = loop->find(id)) c->resume_reading();
+  }
+}
+
 // ---------------------------------------------------------------- flush and reap
 
 void Loop::schedule_flush(Connection* c) {
+  // event_active takes the base's lock: once per iteration, not once per connection.
+  if (pending_flush_.empty() && pending_reap_.empty()) event_active(flush_ev_, EV_READ, 0);
   pending_flush_.push_back(c->id());
-  event_active(flush_ev_, EV_READ, 0);
 }
 
 void Loop::schedule_reap(Connection* c) {
+  if (pending_flush_.empty() && pending_reap_.empty()) event_active(flush_ev_, EV_READ, 0);
   pending_reap_.push_back(c->id());
-  event_active(flush_ev_, EV_READ, 0);
 }
 
-void Loop::on_flush(evutil_socket_t, short, void* arg) { static_cast<Loop*>(arg)->flush_and_reap(); }
+void Loop::on_flush(evutil_socket_t, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  loop->refresh_clock();
+  loop->flush_and_reap();
+}
 
 void Loop::flush_and_reap() {
+  // A connection is listed once per iteration (Connection::after_output keeps a flag),
+  // or again if it wrote early (urgent output) and queued more afterwards: flushing it
+  // twice is harmless, so the list is neither sorted nor deduplicated.
   std::vector<ConnectionId> flush;
   flush.swap(pending_flush_);
-  std::sort(flush.begin(), flush.end());
-  flush.erase(std::unique(flush.begin(), flush.end()), flush.end());
   for (ConnectionId id : flush) {
     if (Connection* c = find(id)) c->flush();
   }
@@ -225,6 +282,7 @@ void Loop::flush_and_reap() {
     --live_;
     connection_count_.fetch_sub(1, std::memory_order_relaxed);
   }
+  // Listed during this call while the other list was not empty: nobody activated the event.
   if (!pending_flush_.empty() || !pending_reap_.empty()) event_active(flush_ev_, EV_READ, 0);
   maybe_exit();
 }
@@ -295,7 +353,7 @@ void Loop::arm_timer() {
 void Loop::on_timer(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->armed_deadline_ = UINT64_MAX;
-  const uint64_t now = monotonic_ms();
+  const uint64_t now = loop->refresh_clock();
   while (!loop->timers_.empty() && loop->timers_.top().first <= now) {
     const auto [deadline, id] = loop->timers_.top();
     loop->timers_.pop();

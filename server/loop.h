@@ -51,7 +51,10 @@ class Loop {
   // ---- any thread ----
   void post(std::function<void(Loop&)> fn);
   // From the hub's sink, under the channel lock: cheap, ordered per channel.
-  void post_publication(PublicationPtr publication);
+  // `deliveries`: the channel's subscribers on this loop (added to backlog()).
+  void post_publication(PublicationPtr publication, uint32_t deliveries = 1);
+  // Deliveries posted to this loop and not yet queued to its connections.
+  uint64_t backlog() const noexcept { return backlog_.load(std::memory_order_relaxed); }
   // An accepted socket handed to this loop. `peer_ip`: the limiter's key from
   // ConnectionLimiter::add_connection (the connection keeps the pointer).
   void post_connection(int fd, bool tls, const std::string* peer_ip, bool ws = false);
@@ -69,6 +72,11 @@ class Loop {
   // Counters every connection's DeliveryLanes of this loop share (folded into the
   // process Metrics twice a second, see report_counters).
   LaneCounters* lane_counters() noexcept { return &lane_counters_; }
+  // The monotonic time read once at the start of the current callback: a fan-out to
+  // thousands of connections reads the clock once, not once per queued message.
+  // Callbacks of this loop (its own and its connections') call refresh_clock() first.
+  uint64_t now_ms() const noexcept { return now_ms_; }
+  uint64_t refresh_clock() noexcept { return now_ms_ = monotonic_ms(); }
 
   // Output queued: write at the end of this loop iteration (one write per connection).
   void schedule_flush(Connection* c);
@@ -76,6 +84,20 @@ class Loop {
   void schedule_reap(Connection* c);
   // Call c->on_timer() at (or soon after) `deadline_ms`.
   void schedule_timer(Connection* c, uint64_t deadline_ms);
+
+  // Publish admission (a publisher must not queue work faster than the loops hand it
+  // out, or memory grows without bound and a P0 waits behind all of it): true when
+  // a connection that just published (`urgent`: only P0/P1) must stop reading until
+  // every loop's backlog is down again. Bulk (P2/P3) publishers stop once a loop is
+  // more than `publish_backlog` (config delivery.publish_backlog) deliveries behind,
+  // urgent ones only at kUrgentBacklogFactor times that.
+  static constexpr uint64_t kUrgentBacklogFactor = 8;
+  bool admission_closed(bool urgent) const noexcept;
+  // True if some loop's backlog() is above `deliveries`.
+  bool backlog_above(uint64_t deliveries) const noexcept;
+  // Stop reading `c` (it published past admission_closed); it resumes when every
+  // loop's backlog is below half of publish_backlog (checked every millisecond meanwhile).
+  void pause_reader(Connection* c);
 
   Connection* find(ConnectionId id) const;
   // Registries of this loop's connections by channel and by user. A personal channel
@@ -93,6 +115,7 @@ class Loop {
   static void on_timer(evutil_socket_t, short, void* arg);
   static void on_shutdown_deadline(evutil_socket_t, short, void* arg);
   static void on_report(evutil_socket_t, short, void* arg);
+  static void on_resume_readers(evutil_socket_t, short, void* arg);
   // Adds what this loop counted since the last call (frames and bytes per type,
   // publications queued and shed per priority, queued bytes) to the process Metrics:
   // the hot path counts in plain loop-local integers, never in shared atomics.
@@ -111,6 +134,7 @@ class Loop {
   event* timer_ev_ = nullptr;
   event* shutdown_ev_ = nullptr;
   event* report_ev_ = nullptr;
+  event* resume_ev_ = nullptr;
   std::thread thread_;
   codec::CodecContext codec_;
   std::vector<uint8_t> read_buffer_;
@@ -123,6 +147,9 @@ class Loop {
   std::vector<std::function<void(Loop&)>> posted_;
   std::vector<PublicationPtr> posted_publications_;
   std::atomic<bool> wakeup_pending_{false};
+  uint64_t posted_deliveries_ = 0;     // under post_mu_: what posted_publications_ adds to backlog_
+  std::atomic<uint64_t> backlog_{0};  // see backlog()
+  std::vector<ConnectionId> paused_readers_;
 
   // The loop's connections by slot (the low bits of their ids): a vector, not a map,
   // so that a connection costs one pointer here. Freed slots are reused.
@@ -148,6 +175,7 @@ class Loop {
   using TimerEntry = std::pair<uint64_t, ConnectionId>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
   uint64_t armed_deadline_ = UINT64_MAX;
+  uint64_t now_ms_ = 0;  // see now_ms()
   std::vector<uint64_t> delivered_accept_us_;  // publish-to-write latency samples of this iteration
   bool shutting_down_ = false;
 };

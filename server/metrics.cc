@@ -103,6 +103,7 @@ MetricsSnapshot Metrics::snapshot() const {
   for (size_t i = 0; i < s.publishes.size(); ++i) s.publishes[i] = publishes_[i].load(relaxed);
   s.publish_errors = publish_errors_.load(relaxed);
   s.dedup_hits = dedup_hits_.load(relaxed);
+  s.publish_pauses = publish_pauses_.load(relaxed);
   for (size_t i = 0; i < kPriorityCount; ++i) {
     s.deliveries[i] = deliveries_[i].load(relaxed);
     s.shed[i] = shed_[i].load(relaxed);
@@ -261,6 +262,9 @@ std::string Metrics::prometheus_text() const {
   w.sample("herald_publish_errors_total", {}, s.publish_errors);
   w.family("herald_dedup_hits_total", "counter", "Publishes answered as duplicates of an earlier message id.");
   w.sample("herald_dedup_hits_total", {}, s.dedup_hits);
+  w.family("herald_publish_pauses_total", "counter",
+           "Times a publishing connection stopped being read while an event loop was too far behind.");
+  w.sample("herald_publish_pauses_total", {}, s.publish_pauses);
 
   w.family("herald_deliveries_total", "counter", "Publications written to subscriber connections, by priority.");
   for (size_t i = 0; i < kPriorityCount; ++i)
@@ -344,7 +348,8 @@ nlohmann::json Metrics::stats_json() const {
        {{"api", s.publishes[static_cast<size_t>(PublishSource::kApi)]},
         {"client", s.publishes[static_cast<size_t>(PublishSource::kClient)]},
         {"errors", s.publish_errors},
-        {"dedup_hits", s.dedup_hits}}},
+        {"dedup_hits", s.dedup_hits},
+        {"pauses", s.publish_pauses}}},
       {"deliveries", by(s.deliveries, [](size_t i) { return kPriorityNames[i]; })},
       {"shed", by(s.shed, [](size_t i) { return kPriorityNames[i]; })},
       {"auth_failures", by(s.auth_failures, [](size_t i) { return to_string(static_cast<AuthFailure>(i)); })},

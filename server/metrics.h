@@ -98,6 +98,7 @@ struct MetricsSnapshot {
   std::array<uint64_t, static_cast<size_t>(PublishSource::kCount)> publishes{};
   uint64_t publish_errors = 0;
   uint64_t dedup_hits = 0;
+  uint64_t publish_pauses = 0;
   std::array<uint64_t, kPriorityCount> deliveries{};
   std::array<uint64_t, kPriorityCount> shed{};
   std::array<uint64_t, static_cast<size_t>(AuthFailure::kCount)> auth_failures{};
@@ -169,6 +170,9 @@ class Metrics {
   void published(PublishSource s) noexcept { add(publishes_[index(s)]); }
   void publish_error() noexcept { add(publish_errors_); }
   void dedup_hit() noexcept { add(dedup_hits_); }
+  // A publishing connection stopped being read because an event loop was too far
+  // behind (publish admission, Loop::admission_closed).
+  void publish_paused() noexcept { add(publish_pauses_); }
 
   // --- delivery. Priorities outside 0..3 count as P3 (server convention).
   void delivered(int priority, uint64_t n = 1) noexcept { add(deliveries_[priority_index(priority)], n); }
@@ -226,6 +230,7 @@ class Metrics {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(PublishSource::kCount)> publishes_{};
   std::atomic<uint64_t> publish_errors_{0};
   std::atomic<uint64_t> dedup_hits_{0};
+  std::atomic<uint64_t> publish_pauses_{0};
   std::array<std::atomic<uint64_t>, kPriorityCount> shed_{};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(AuthFailure::kCount)> auth_failures_{};
   std::atomic<int64_t> subscriptions_current_{0};

@@ -141,6 +141,7 @@ Server::Server(Config config) : config_(std::move(config)) {
   context_.output_limits.soft_ms = config_.soft_limit_ms;
   context_.output_limits.hard_bytes = config_.hard_limit_bytes;
   context_.output_limits.batch_bytes = config_.batch_bytes;
+  context_.publish_backlog = config_.publish_backlog;
 }
 
 Server::~Server() {
@@ -461,8 +462,8 @@ void Server::on_stop_check(evutil_socket_t, short, void* arg) {
 
 // ---------------------------------------------------------------- DeliverySink
 
-void Server::deliver(size_t loop, const PublicationPtr& publication) noexcept {
-  loops_[loop]->post_publication(publication);
+void Server::deliver(size_t loop, const PublicationPtr& publication, uint32_t subscribers) noexcept {
+  loops_[loop]->post_publication(publication, subscribers);
 }
 
 // ---------------------------------------------------------------- ApiBackend

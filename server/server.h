@@ -42,7 +42,7 @@ class Server final : public ApiBackend, public DeliverySink {
   void request_shutdown();
 
   // ---- DeliverySink (called under a channel lock) ----
-  void deliver(size_t loop, const PublicationPtr& publication) noexcept override;
+  void deliver(size_t loop, const PublicationPtr& publication, uint32_t subscribers) noexcept override;
 
   // ---- ApiBackend (API loop thread) ----
   ApiPublishResult publish_one(const std::string& channel, const ApiPublishRequest& r) override;

@@ -61,6 +61,7 @@ struct ServerContext {
   DurableHistory* durable = nullptr;  // receipts, acks, inbox cursors (null: no durable store)
   Metrics* metrics = nullptr;
   OutputLimits output_limits;
+  uint64_t publish_backlog = 16384;  // Loop::admission_closed: config delivery.publish_backlog
   SharedEncoding shared_encoding;
   SSL_CTX* ssl_ctx = nullptr;
   ConnectionLimiter* limiter = nullptr;

@@ -27,9 +27,15 @@ using codec::Status;
 class QueueSink final : public DeliverySink {
  public:
   explicit QueueSink(size_t loops) : queues_(loops) {}
-  void deliver(size_t loop, const PublicationPtr& publication) noexcept override {
+  void deliver(size_t loop, const PublicationPtr& publication, uint32_t subscribers) noexcept override {
     std::lock_guard lock(mu_);
     queues_[loop].push_back(publication);
+    last_subscribers_[loop] = subscribers;
+  }
+  // The `subscribers` of the last delivery to `loop` (0 if none yet).
+  uint32_t last_subscribers(size_t loop) {
+    std::lock_guard lock(mu_);
+    return last_subscribers_[loop];
   }
   // Everything queued for `loop` so far, oldest first; empties the queue.
   std::vector<PublicationPtr> take(size_t loop) {
@@ -47,6 +53,7 @@ class QueueSink final : public DeliverySink {
  private:
   std::mutex mu_;
   std::vector<std::deque<PublicationPtr>> queues_;
+  std::map<size_t, uint32_t> last_subscribers_;
 };
 
 // A History that can be told to fail appends (a full disk, in the durable store).
@@ -334,10 +341,13 @@ TEST_F(ChannelHubTest, DeliversOnlyToLoopsWithSubscribersCountedPerLoop) {
   EXPECT_EQ(s3.take_offsets(0), (std::vector<uint64_t>{1}));  // once per loop, not per subscriber
   EXPECT_TRUE(s3.take(1).empty());
   EXPECT_EQ(s3.take_offsets(2), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(s3.last_subscribers(0), 2u);  // the deliveries each post stands for (loop backlog)
+  EXPECT_EQ(s3.last_subscribers(2), 1u);
 
   h.unsubscribe(0, "c");  // one of two left on loop 0
   h.publish(draft("c"), 0, 0);
   EXPECT_EQ(s3.take_offsets(0), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(s3.last_subscribers(0), 1u);
   EXPECT_EQ(s3.take_offsets(2), (std::vector<uint64_t>{2}));
 
   h.unsubscribe(0, "c");

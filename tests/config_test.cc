@@ -337,6 +337,7 @@ TEST_F(ConfigTest, EveryBadSettingIsAnErrorNamingIt) {
       {{"--delivery.hard_limit_bytes", "1000"}, "", "delivery.soft_limit_bytes"},
       {{"--delivery.hard_limit_bytes", "0", "--delivery.soft_limit_bytes", "0"}, "", "delivery.hard_limit_bytes"},
       {{"--delivery.batch_bytes", "0"}, "", "delivery.batch_bytes"},
+      {{"--delivery.publish_backlog", "0"}, "", "delivery.publish_backlog"},
       {{"--delivery.soft_limit_ms", "x"}, "", "delivery.soft_limit_ms"},
       {{"--delivery.dedup_window_s", "-5"}, "", "delivery.dedup_window_s"},
       // namespaces from flags
@@ -646,6 +647,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.batch_bytes = 9;
   c.send_buffer_bytes = 12;
   c.dedup_window_s = 10;
+  c.publish_backlog = 14;
   c.store_dir = "/var/lib/herald data";
   c.store_synchronous = "NORMAL";
   c.store_commit_window_us = 0;

@@ -562,3 +562,77 @@ TEST_F(HeralddChat, ExpiringTokenRefreshedOrClosedWithExpired) {
 
 }  // namespace
 }  // namespace herald::testing
+
+namespace herald::testing {
+namespace {
+
+// Publish admission (docs/operations.md): with a backlog limit of one delivery, every
+// read of a publishing connection leaves its loop behind, so the publisher is paused
+// and resumed all the time. Nothing may be lost or reordered by that.
+class HeralddAdmission : public Heraldd {
+  std::vector<std::string> args() override {
+    return {"--server.loops", "2", "--delivery.publish_backlog", "1", "--namespace",
+            "name=chat,subscribe=any,publish=any"};
+  }
+};
+
+TEST_F(HeralddAdmission, AFloodingPublisherIsPausedAndNothingIsLostOrReordered) {
+  constexpr int kSubscribers = 10;
+  constexpr int kMessages = 3000;
+  std::vector<std::unique_ptr<Client>> subs;
+  for (int i = 0; i < kSubscribers; ++i) {  // the acceptor spreads them over both loops
+    subs.push_back(std::make_unique<Client>(server_.port("tcp")));
+    ASSERT_TRUE(subs.back()->handshake(make_token("reader" + std::to_string(i))));
+    ASSERT_EQ(subs.back()->subscribe("chat:flood")->type, FrameType::kSubscribeOk);
+  }
+  Client writer(server_.port("tcp"));
+  ASSERT_TRUE(writer.handshake(make_token("writer", {{"publish", true}})));
+  Client urgent(server_.port("tcp"));
+  ASSERT_TRUE(urgent.handshake(make_token("risk", {{"publish", true}})));
+  v1::Publish p;
+  p.set_channel("chat:flood");
+  p.set_priority(v1::P3);
+  for (int i = 0; i < kMessages; ++i) {  // sent without waiting: the server reads them in big chunks
+    p.set_request_id(static_cast<uint64_t>(i + 1));
+    p.set_payload("m" + std::to_string(i));
+    ASSERT_TRUE(writer.send(p));
+  }
+  // A P0 publisher in the middle of the flood is served too.
+  v1::Publish alarm;
+  alarm.set_request_id(1);
+  alarm.set_channel("chat:flood");
+  alarm.set_priority(v1::P0);
+  alarm.set_payload("margin call");
+  ASSERT_TRUE(urgent.send(alarm));
+  auto alarm_ok = urgent.read_until(FrameType::kPublishOk, 10000);
+  ASSERT_TRUE(alarm_ok);
+
+  // Every PublishOk, in request order: none refused, none dropped.
+  for (int i = 0; i < kMessages; ++i) {
+    auto ok = writer.read_until(FrameType::kPublishOk, 10000);
+    ASSERT_TRUE(ok) << "PublishOk " << i + 1 << " missing";
+    ASSERT_EQ(ok->as<v1::PublishOk>().request_id(), static_cast<uint64_t>(i + 1));
+  }
+  // Every subscriber gets every message: the flood's in publish order, and the alarm.
+  for (auto& s : subs) {
+    int next = 0;
+    bool alarm_seen = false;
+    while (next < kMessages || !alarm_seen) {
+      auto m = s->read_until(FrameType::kPublication, 10000);
+      ASSERT_TRUE(m) << "after " << next << " messages";
+      const auto& pub = m->as<v1::Publication>();
+      if (pub.priority() == v1::P0) {
+        EXPECT_EQ(pub.payload(), "margin call");
+        alarm_seen = true;
+        continue;
+      }
+      ASSERT_EQ(pub.payload(), "m" + std::to_string(next));
+      ++next;
+    }
+  }
+  EXPECT_GT(metric(server_.port("api"), "herald_publish_pauses_total"), 0);
+  EXPECT_EQ(metric(server_.port("api"), "herald_shed_total{priority=\"P3\"}"), 0);
+}
+
+}  // namespace
+}  // namespace herald::testing

@@ -85,6 +85,8 @@ TEST(MetricsTest, BytesPublishesDeliveriesAuthGauges) {
   m.published(PublishSource::kClient);
   m.published(PublishSource::kClient);
   m.dedup_hit();
+  m.publish_paused();
+  m.publish_paused();
   m.publish_error();
   m.delivered(0);
   m.delivered(1, 10);
@@ -105,6 +107,8 @@ TEST(MetricsTest, BytesPublishesDeliveriesAuthGauges) {
   EXPECT_EQ(s.publishes[idx(PublishSource::kApi)], 1u);
   EXPECT_EQ(s.publishes[idx(PublishSource::kClient)], 2u);
   EXPECT_EQ(s.dedup_hits, 1u);
+  EXPECT_EQ(s.publish_pauses, 2u);
+  EXPECT_NE(m.prometheus_text().find("\nherald_publish_pauses_total 2\n"), std::string::npos);
   EXPECT_EQ(s.publish_errors, 1u);
   EXPECT_EQ(s.deliveries[0], 1u);
   EXPECT_EQ(s.deliveries[1], 10u);

@@ -285,7 +285,7 @@ class FlakyStore final : public Store {
 
 class Sink final : public DeliverySink {
  public:
-  void deliver(size_t, const PublicationPtr& p) noexcept override {
+  void deliver(size_t, const PublicationPtr& p, uint32_t) noexcept override {
     std::lock_guard lock(mu);
     got.push_back(p->offset());
   }
