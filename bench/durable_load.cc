@@ -1,5 +1,7 @@
 // W4 load generator: acknowledged durable publishes per second and publish latency
-// against a running heraldd's HTTP API (keep-alive connections, one thread each).
+// against a running heraldd's HTTP API. Keep-alive connections driven by epoll from a
+// few threads (not a thread per connection), optional HTTP pipelining, and its own CPU
+// use reported, since it shares the machine with the server it measures.
 // Measures only; starts nothing (bench/run_durable_bench.sh starts heraldd).
 //
 //   durable_load --api 127.0.0.1:7680 --mode single --connections 64 --seconds 10
@@ -7,15 +9,19 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -23,11 +29,15 @@
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 struct Options {
   std::string host = "127.0.0.1";
   int port = 7680;
   std::string mode = "single";  // single | batch
   int connections = 64;
+  int threads = 1;     // epoll threads; connections are spread over them
+  int pipeline = 1;    // requests in flight per connection (HTTP/1.1 pipelining)
   int batch = 500;
   int payload = 1024;
   double seconds = 10;
@@ -36,8 +46,15 @@ struct Options {
   std::string key = "herald-dev-api-key";
 };
 
+struct Totals {
+  std::atomic<uint64_t> acked{0}, failed{0}, requests{0};
+  std::mutex mu;
+  std::vector<double> latencies_ms;  // per request (a batch request acks `batch` messages)
+};
+
 int connect_to(const Options& o) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(o.port));
@@ -51,36 +68,180 @@ int connect_to(const Options& o) {
   return fd;
 }
 
-// One request/response on a keep-alive connection; returns the HTTP status (0 on error).
-int roundtrip(int fd, const std::string& path, const std::string& body, const Options& o, std::string& buf) {
-  std::string req = "POST " + path + " HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer " + o.key +
-                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\n\r\n" + body;
-  size_t off = 0;
-  while (off < req.size()) {
-    const ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return 0;
-    off += static_cast<size_t>(n);
+struct Conn {
+  int fd = -1;
+  int id = 0;
+  uint64_t seq = 0;
+  std::string out;                // bytes not yet written
+  size_t out_off = 0;
+  std::string in;                 // bytes read, not yet parsed
+  std::deque<Clock::time_point> sent;  // one per request in flight
+  std::deque<int> counts;              // messages per request in flight
+  bool dead = false;
+};
+
+// Appends one request to c.out.
+void add_request(Conn& c, const Options& o, const std::string& payload) {
+  const int n = o.mode == "batch" ? o.batch : 1;
+  std::string body;
+  body.reserve(static_cast<size_t>(n) * (payload.size() + 96) + 16);
+  if (o.mode == "batch") body += "{\"messages\":[";
+  for (int i = 0; i < n; ++i) {
+    const uint64_t s = ++c.seq;
+    if (i > 0) body += ',';
+    body += "{\"channel\":\"";
+    body += o.channel_prefix;
+    body += std::to_string((static_cast<uint64_t>(c.id) * 7919 + s) % static_cast<uint64_t>(o.channels));
+    body += "\",\"message_id\":\"b";
+    body += std::to_string(c.id);
+    body += '-';
+    body += std::to_string(s);
+    body += "\",\"priority\":2,\"payload\":";
+    body += payload;
+    body += '}';
   }
-  buf.clear();
-  size_t header_end = std::string::npos;
-  size_t need = 0;
-  char tmp[65536];
+  if (o.mode == "batch") body += "]}";
+  c.out += o.mode == "batch" ? "POST /v1/publish/batch" : "POST /v1/publish";
+  c.out += " HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer ";
+  c.out += o.key;
+  c.out += "\r\nContent-Type: application/json\r\nContent-Length: ";
+  c.out += std::to_string(body.size());
+  c.out += "\r\n\r\n";
+  c.out += body;
+  c.sent.push_back(Clock::now());
+  c.counts.push_back(n);
+}
+
+bool flush(Conn& c) {
+  while (c.out_off < c.out.size()) {
+    const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n <= 0) return false;
+    c.out_off += static_cast<size_t>(n);
+  }
+  c.out.clear();
+  c.out_off = 0;
+  return true;
+}
+
+// Parses whole responses from c.in. Returns false on a broken stream.
+bool parse(Conn& c, Totals& t, std::vector<double>& lat, int& finished) {
+  size_t pos = 0;
+  finished = 0;
   for (;;) {
-    if (header_end == std::string::npos) {
-      header_end = buf.find("\r\n\r\n");
-      if (header_end != std::string::npos) {
-        const size_t cl = buf.find("Content-Length: ");
-        const size_t len = cl == std::string::npos ? 0 : std::strtoul(buf.c_str() + cl + 16, nullptr, 10);
-        need = header_end + 4 + len;
+    const size_t he = c.in.find("\r\n\r\n", pos);
+    if (he == std::string::npos) break;
+    size_t len = 0;
+    // Header names from evhttp are "Content-Length".
+    const size_t cl = c.in.find("Content-Length: ", pos);
+    if (cl != std::string::npos && cl < he) len = std::strtoul(c.in.c_str() + cl + 16, nullptr, 10);
+    if (c.in.size() < he + 4 + len) break;
+    if (c.sent.empty()) return false;
+    const int status = c.in.size() > pos + 12 ? std::atoi(c.in.c_str() + pos + 9) : 0;
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - c.sent.front()).count();
+    const int n = c.counts.front();
+    c.sent.pop_front();
+    c.counts.pop_front();
+    t.requests.fetch_add(1, std::memory_order_relaxed);
+    if (status == 200) {
+      t.acked.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+      lat.push_back(ms);
+    } else {
+      t.failed.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    }
+    pos = he + 4 + len;
+    ++finished;
+  }
+  c.in.erase(0, pos);
+  return true;
+}
+
+void run_thread(const Options& o, int first_id, int count, const std::string& payload, const std::atomic<bool>& stop,
+                Totals& t, std::atomic<int>& connected, const std::atomic<bool>& go) {
+  const int ep = ::epoll_create1(0);
+  std::vector<Conn> conns(static_cast<size_t>(count));
+  std::vector<double> lat;
+  lat.reserve(1 << 20);
+  // Every connection first (the measured time starts when all are up).
+  for (int i = 0; i < count; ++i) {
+    Conn& c = conns[static_cast<size_t>(i)];
+    c.id = first_id + i;
+    c.fd = connect_to(o);
+    if (c.fd < 0) {
+      c.dead = true;
+      t.failed.fetch_add(1);
+    }
+  }
+  connected.fetch_add(1);
+  while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < count; ++i) {
+    Conn& c = conns[static_cast<size_t>(i)];
+    if (c.dead) continue;
+    for (int k = 0; k < o.pipeline; ++k) add_request(c, o, payload);
+    if (!flush(c)) {
+      c.dead = true;
+      continue;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = static_cast<uint32_t>(i);
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
+  }
+  epoll_event events[256];
+  char buf[65536];
+  for (;;) {
+    const bool stopping = stop.load(std::memory_order_relaxed);
+    size_t in_flight = 0;
+    for (const Conn& c : conns) in_flight += c.dead ? 0 : c.sent.size();
+    if (stopping && in_flight == 0) break;
+    const int n = ::epoll_wait(ep, events, 256, 100);
+    if (n < 0 && errno != EINTR) break;
+    for (int e = 0; e < n; ++e) {
+      Conn& c = conns[events[e].data.u32];
+      if (c.dead) continue;
+      if (events[e].events & EPOLLOUT) {
+        if (!flush(c)) c.dead = true;
+        if (c.out.empty()) {
+          epoll_event ev{};
+          ev.events = EPOLLIN;
+          ev.data.u32 = events[e].data.u32;
+          ::epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
+        }
+      }
+      if (!(events[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
+      const ssize_t r = ::recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN)) {
+        c.dead = true;
+        continue;
+      }
+      if (r < 0) continue;
+      c.in.append(buf, static_cast<size_t>(r));
+      int finished = 0;
+      if (!parse(c, t, lat, finished)) {
+        c.dead = true;
+        continue;
+      }
+      if (stop.load(std::memory_order_relaxed)) continue;  // let what is in flight finish
+      for (int k = 0; k < finished; ++k) add_request(c, o, payload);
+      if (finished > 0) {
+        if (!flush(c)) {
+          c.dead = true;
+        } else if (!c.out.empty()) {
+          epoll_event ev{};
+          ev.events = EPOLLIN | EPOLLOUT;
+          ev.data.u32 = events[e].data.u32;
+          ::epoll_ctl(ep, EPOLL_CTL_MOD, c.fd, &ev);
+        }
       }
     }
-    if (header_end != std::string::npos && buf.size() >= need) break;
-    const ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
-    if (n <= 0) return 0;
-    buf.append(tmp, static_cast<size_t>(n));
   }
-  return buf.size() > 12 ? std::atoi(buf.c_str() + 9) : 0;
+  for (Conn& c : conns) {
+    if (c.dead && !c.sent.empty()) t.failed.fetch_add(c.sent.size());
+    if (c.fd >= 0) ::close(c.fd);
+  }
+  ::close(ep);
+  std::lock_guard lock(t.mu);
+  t.latencies_ms.insert(t.latencies_ms.end(), lat.begin(), lat.end());
 }
 
 double percentile(std::vector<double>& v, double p) {
@@ -88,6 +249,13 @@ double percentile(std::vector<double>& v, double p) {
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
   std::nth_element(v.begin(), v.begin() + static_cast<long>(i), v.end());
   return v[i];
+}
+
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 }  // namespace
@@ -103,6 +271,10 @@ int main(int argc, char** argv) {
       o.mode = v;
     } else if (k == "--connections") {
       o.connections = std::atoi(v.c_str());
+    } else if (k == "--threads") {
+      o.threads = std::max(1, std::atoi(v.c_str()));
+    } else if (k == "--pipeline") {
+      o.pipeline = std::max(1, std::atoi(v.c_str()));
     } else if (k == "--batch") {
       o.batch = std::atoi(v.c_str());
     } else if (k == "--payload") {
@@ -110,7 +282,7 @@ int main(int argc, char** argv) {
     } else if (k == "--seconds") {
       o.seconds = std::atof(v.c_str());
     } else if (k == "--channels") {
-      o.channels = std::atoi(v.c_str());
+      o.channels = std::max(1, std::atoi(v.c_str()));
     } else if (k == "--channel-prefix") {
       o.channel_prefix = v;
     } else {
@@ -118,69 +290,39 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // The payload: a JSON string of `payload` bytes (the JSON text adds 2 quotes).
-  const std::string payload = "\"" + std::string(static_cast<size_t>(std::max(0, o.payload - 2)), 'x') + "\"";
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> acked{0}, failed{0};
-  std::mutex mu;
-  std::vector<double> latencies_ms;  // per request (a batch request acks `batch` messages)
-  std::vector<std::thread> threads;
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  for (int c = 0; c < o.connections; ++c) {
-    threads.emplace_back([&, c] {
-      const int fd = connect_to(o);
-      if (fd < 0) {
-        failed.fetch_add(1);
-        return;
-      }
-      std::vector<double> mine;
-      std::string buf;
-      uint64_t seq = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
-        std::string body;
-        int n = 1;
-        const std::string channel = o.channel_prefix + std::to_string((c * 7919 + static_cast<int>(seq)) % o.channels);
-        auto one = [&](uint64_t s) {
-          return "{\"channel\":\"" + channel + "\",\"message_id\":\"b" + std::to_string(c) + "-" + std::to_string(s) +
-                 "\",\"priority\":2,\"payload\":" + payload + "}";
-        };
-        std::string path = "/v1/publish";
-        if (o.mode == "batch") {
-          n = o.batch;
-          path = "/v1/publish/batch";
-          body = "{\"messages\":[";
-          for (int i = 0; i < n; ++i) body += (i ? "," : "") + one(++seq);
-          body += "]}";
-        } else {
-          body = one(++seq);
-        }
-        const auto s = Clock::now();
-        const int status = roundtrip(fd, path, body, o, buf);
-        const double ms = std::chrono::duration<double, std::milli>(Clock::now() - s).count();
-        if (status == 200) {
-          acked.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-          mine.push_back(ms);
-        } else {
-          failed.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
-          if (status == 0) break;
-        }
-      }
-      ::close(fd);
-      std::lock_guard lock(mu);
-      latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
-    });
+  if (o.mode != "single" && o.mode != "batch") {
+    std::fprintf(stderr, "--mode: single or batch\n");
+    return 2;
   }
+  // The payload: a JSON string of `payload` bytes (the JSON text adds 2 quotes).
+  std::string payload(static_cast<size_t>(std::max(2, o.payload)), 'x');
+  payload.front() = payload.back() = '"';
+  std::atomic<bool> stop{false};
+  Totals t;
+  std::vector<std::thread> threads;
+  std::atomic<int> connected{0};
+  std::atomic<bool> go{false};
+  const int per = (o.connections + o.threads - 1) / o.threads;
+  for (int th = 0, first = 0; th < o.threads && first < o.connections; ++th, first += per) {
+    const int count = std::min(per, o.connections - first);
+    threads.emplace_back([&, first, count] { run_thread(o, first, count, payload, stop, t, connected, go); });
+  }
+  while (connected.load() < static_cast<int>(threads.size())) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const double cpu0 = cpu_seconds();
+  const auto t0 = Clock::now();
+  go = true;
   std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
   stop = true;
-  for (auto& t : threads) t.join();
+  for (auto& th : threads) th.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double cpu = cpu_seconds() - cpu0;
   std::printf(
-      "mode=%s connections=%d batch=%d payload=%dB seconds=%.1f acked=%llu failed=%llu acked_per_s=%.0f "
-      "request_latency_ms p50=%.2f p99=%.2f max=%.2f\n",
-      o.mode.c_str(), o.connections, o.mode == "batch" ? o.batch : 1, o.payload, secs,
-      static_cast<unsigned long long>(acked.load()), static_cast<unsigned long long>(failed.load()),
-      static_cast<double>(acked.load()) / secs, percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99),
-      latencies_ms.empty() ? 0.0 : *std::max_element(latencies_ms.begin(), latencies_ms.end()));
-  return failed.load() == 0 ? 0 : 1;
+      "mode=%s connections=%d pipeline=%d batch=%d payload=%dB seconds=%.1f acked=%llu failed=%llu "
+      "acked_per_s=%.0f request_latency_ms p50=%.2f p99=%.2f max=%.2f loadgen_cpu=%.0f%%\n",
+      o.mode.c_str(), o.connections, o.pipeline, o.mode == "batch" ? o.batch : 1, o.payload, secs,
+      static_cast<unsigned long long>(t.acked.load()), static_cast<unsigned long long>(t.failed.load()),
+      static_cast<double>(t.acked.load()) / secs, percentile(t.latencies_ms, 0.5), percentile(t.latencies_ms, 0.99),
+      t.latencies_ms.empty() ? 0.0 : *std::max_element(t.latencies_ms.begin(), t.latencies_ms.end()),
+      100 * cpu / secs);
+  return t.failed.load() == 0 ? 0 : 1;
 }

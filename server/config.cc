@@ -56,6 +56,8 @@ struct Setting {
 // The order here is the order of --help, to_toml and docs/configuration.md.
 const Setting kSettings[] = {
     {"server", "loops", &Config::loops, "N", "event loops (threads); 0 = one per core; at most 256"},
+    {"server", "api_threads", &Config::api_threads, "N",
+     "event loop threads serving the HTTP API, each accepting on listen.api (the main loop is one); 1-64"},
     {"server", "ready_file", &Config::ready_file, "PATH",
      "once listening, write the bound addresses there as JSON (\"\" = don't)"},
     {"server", "log_level", &Config::log_level, "LEVEL", "trace, debug, info, warn, error or off"},
@@ -144,6 +146,8 @@ const Setting kSettings[] = {
     {"store", "commit_window_us", &Config::store_commit_window_us, "US",
      "group commit: how long the store thread waits for more writes before committing; 0-100000"},
     {"store", "commit_batch", &Config::store_commit_batch, "N", "writes per transaction at most; at least 1"},
+    {"store", "commit_max_bytes", &Config::store_commit_max_bytes, "BYTES",
+     "publication bytes per transaction at most (bounds the fsync every publisher in it waits for); 0 = no bound"},
     {"store", "retention_interval_ms", &Config::store_retention_interval_ms, "MS",
      "how often expired and excess messages are deleted (in small steps); at least 10"},
     {"store", "retention_batch", &Config::store_retention_batch, "N",
@@ -710,6 +714,7 @@ void validate(const Config& c) {
   check_at_least_1("limits.max_connections_per_user", c.max_connections_per_user);
   check_at_least_1("limits.max_connections_per_ip", c.max_connections_per_ip);
   check_at_least_1("limits.accept_burst", c.accept_burst);
+  if (c.api_threads < 1 || c.api_threads > 64) fail("server.api_threads", "must be 1 to 64");
   check_at_least_1("limits.max_subscriptions", c.max_subscriptions);
   check_at_least_1("limits.api_max_body_bytes", c.api_max_body_bytes);
 

@@ -62,6 +62,7 @@ struct Config {
   uint32_t max_connections = 100000, max_connections_per_user = 32, max_connections_per_ip = 10000;
   uint32_t max_subscriptions = 256;
   size_t api_max_body_bytes = 1048576;
+  size_t api_threads = 1;  // event loop threads serving the HTTP API (the main loop is one)
   uint32_t accept_rate = 10000;   // new connections per second on the public listeners; 0 = no limit
   uint32_t accept_burst = 20000;  // connections accepted at once above the rate
   // [delivery]
@@ -77,6 +78,7 @@ struct Config {
   std::string store_synchronous = "FULL";         // FULL (survives power loss) or NORMAL (process crash only)
   uint32_t store_commit_window_us = 1000;         // group commit: wait this long for more writes
   size_t store_commit_batch = 2000;               // writes per transaction at most
+  size_t store_commit_max_bytes = 1048576;        // publication bytes per transaction at most (0 = no bound)
   uint32_t store_retention_interval_ms = 1000;    // how often retention runs
   size_t store_retention_batch = 500;             // messages deleted per retention step
   // [[namespace]] tables; starts as the built-ins ("" then "user").

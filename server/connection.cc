@@ -220,7 +220,9 @@ void Connection::queue_publication(const PublicationPtr& p) {
   const auto& frames = p->encoded(session_.wire_variant(), ctx.shared_encoding, loop_->codec());
   const int prio = p->priority() >= 0 && p->priority() <= 3 ? p->priority() : 3;
   // Queued and shed messages are counted by the lanes (LaneCounters, reported by the loop).
-  switch (lanes_.enqueue(p, &frames, prio, loop_->now_ms())) {
+  // State channels: a newer value replaces a queued older one with the same collapse key.
+  const bool collapse = ctx.config->policy_for(p->channel()).latest_value;
+  switch (lanes_.enqueue(p, &frames, prio, loop_->now_ms(), collapse)) {
     case EnqueueOutcome::kQueued:
       // Receipts: "sent" once queued to one of the user's connections (personal channels).
       if (ctx.durable != nullptr && namespace_of(p->channel()) == kUserNamespace &&

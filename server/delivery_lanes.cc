@@ -20,6 +20,7 @@ struct DeliveryLanes::Entry {
   uint32_t in_flight = 0;   // prepared frames not yet completely written
   int8_t lane = 0;          // 0 = control, 1 + priority (a started publication may move to 0)
   bool control = false;     // a ControlEntry (else a PublicationEntry)
+  bool collapsible = false; // queued with enqueue(..., collapse = true): a newer one may replace it
 };
 
 struct DeliveryLanes::ControlEntry : Entry {
@@ -196,22 +197,66 @@ void DeliveryLanes::drop_oldest(int lane, size_t incoming, size_t soft) noexcept
   }
 }
 
+DeliveryLanes::Entry* DeliveryLanes::find_collapsible(std::string_view channel, std::string_view key, int* lane,
+                                                      Entry** prev) const noexcept {
+  if (s_ == nullptr) return nullptr;
+  for (int l = kP0; l <= kP3; ++l) {
+    Entry* before = nullptr;
+    for (Entry* e = s_->lanes[l].head; e != nullptr; before = e, e = e->next) {
+      if (!e->collapsible || e->next_frame != 0) continue;
+      const PublicationRecord* r = static_cast<PublicationEntry*>(e)->record.get();
+      if (r != nullptr && r->publication().collapse_key() == key && r->channel() == channel) {
+        *lane = l;
+        *prev = before;
+        return e;
+      }
+    }
+  }
+  return nullptr;
+}
+
+void DeliveryLanes::unlink(int lane, Entry* prev, Entry* e) noexcept {
+  Lane& l = s_->lanes[lane];
+  if (prev != nullptr) {
+    prev->next = e->next;
+  } else {
+    l.head = e->next;
+  }
+  if (l.tail == e) l.tail = prev;
+  e->next = nullptr;
+}
+
 EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::EncodedMessage* frames, int priority,
-                                      uint64_t now_ms) noexcept {
+                                      uint64_t now_ms, bool collapse) noexcept {
   if (frames == nullptr || frames->frame_count() == 0) return EnqueueOutcome::kQueued;
   if (priority < 0 || priority > 3) priority = 3;
   const int lane = kP0 + priority;
   const size_t size = frames->wire_size();
   const size_t soft = soft_limit();
-  const bool over_soft = queued_bytes_ != 0 && queued_bytes_ + size > soft;
+
+  // A state channel's older, unstarted value of the same key goes when this one is queued.
+  collapse = collapse && record != nullptr && !record->publication().collapse_key().empty();
+  int old_lane = 0;
+  Entry* old_prev = nullptr;
+  Entry* old = collapse ? find_collapsible(record->channel(), record->publication().collapse_key(), &old_lane, &old_prev)
+                        : nullptr;
+  // Limits as if `old` were gone already.
+  const size_t freed = old != nullptr ? old->frames->wire_size() : 0;
+  const size_t queued = queued_bytes_ - freed;
+  size_t droppable_p2 = s_ != nullptr ? s_->droppable_bytes[0] : 0;
+  size_t droppable_p3 = s_ != nullptr ? s_->droppable_bytes[1] : 0;
+  if (old_lane == kP2) droppable_p2 -= freed;
+  if (old_lane == kP3) droppable_p3 -= freed;
+
+  const bool over_soft = queued != 0 && queued + size > soft;
   if (over_soft) {
     // Decide before dropping anything, so nothing is dropped for a message that is
     // refused anyway.
-    if (priority == 3 || (priority == 2 && queued_bytes_ - s_->droppable_bytes[1] + size > soft)) {
+    if (priority == 3 || (priority == 2 && queued - droppable_p3 + size > soft)) {
       if (counters_ != nullptr) ++counters_->shed[priority];
       return EnqueueOutcome::kShed;
     }
-    if (priority <= 1 && queued_bytes_ - s_->droppable_bytes[0] - s_->droppable_bytes[1] + size > limits_->hard_bytes) {
+    if (priority <= 1 && queued - droppable_p2 - droppable_p3 + size > limits_->hard_bytes) {
       return EnqueueOutcome::kSlowConsumer;
     }
   }
@@ -222,6 +267,15 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
   e->frames = frames;
   e->end_frame = static_cast<uint32_t>(frames->frame_count());
   e->lane = static_cast<int8_t>(lane);
+  e->collapsible = collapse;
+  if (old != nullptr) {
+    unlink(old_lane, old_prev, old);
+    sub_queued(freed);
+    if (old_lane >= kP2) s_->droppable_bytes[old_lane - kP2] -= freed;
+    if (counters_ != nullptr) ++counters_->collapsed[old_lane - kP0];
+    release(old);
+    if (old_lane >= kP1) reset_round_robin_if_idle();
+  }
   if (over_soft) {
     drop_oldest(kP3, size, soft);
     if (priority <= 1) drop_oldest(kP2, size, soft);

@@ -38,9 +38,12 @@ enum class EnqueueOutcome : uint8_t {
 // counted. frames_out/bytes_out count what consumed() reports as written, control
 // frames included; `out` the same per frame type (a frame counts once it is whole on
 // the socket). queued_bytes is the gauge of wire bytes queued on all the loop's lanes.
+// collapsed, by priority of the message replaced, counts queued state-channel messages
+// replaced by a newer one with the same channel and collapse key (enqueue with collapse).
 struct LaneCounters {
   uint64_t queued[4] = {};
   uint64_t shed[4] = {};
+  uint64_t collapsed[4] = {};
   uint64_t frames_out = 0;
   uint64_t bytes_out = 0;
   codec::FrameTally out;
@@ -112,8 +115,18 @@ class DeliveryLanes {
   //    it is queued.
   // Every message dropped or shed counts in counters->shed[its priority]; every
   // accepted one in counters->queued[priority].
+  //
+  // `collapse` (state channels, whose subscribers want the latest value per key, not
+  // every update): when `record` has a non-empty collapse key and a message queued with
+  // `collapse` for the same channel and collapse key has not started (none of its frames
+  // prepared), that older message is replaced: it is dropped (counted in
+  // counters->collapsed[its priority], not as shed) and the new one is queued at the end
+  // of its own lane, so offsets within a lane stay increasing and a client resuming from
+  // the last offset it saw misses nothing. The limits above are applied as if the older
+  // message were already gone; if the new one is refused (kShed, kSlowConsumer) the older
+  // one stays queued. Costs one scan of the queued publications (O(queued)).
   EnqueueOutcome enqueue(PublicationPtr record, const codec::EncodedMessage* frames, int priority,
-                         uint64_t now_ms) noexcept;
+                         uint64_t now_ms, bool collapse = false) noexcept;
 
   // True while a control frame or a P0 frame waits to be prepared: the connection
   // should write now instead of at the end of the loop iteration. (Frames already
@@ -194,6 +207,10 @@ class DeliveryLanes {
   void advance_round_robin() noexcept;
   void reset_round_robin_if_idle() noexcept;
   void drop_oldest(int lane, size_t incoming, size_t soft) noexcept;
+  // The queued, unstarted, collapsible publication of `channel` with `key` (and the
+  // entry before it in its lane, or null), or null.
+  Entry* find_collapsible(std::string_view channel, std::string_view key, int* lane, Entry** prev) const noexcept;
+  void unlink(int lane, Entry* prev, Entry* e) noexcept;
   bool reserve_slot() noexcept;
   Slot& slot(size_t k) const noexcept;
   void release(Entry* e) noexcept;

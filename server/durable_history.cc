@@ -199,11 +199,22 @@ bool DurableHistory::ack_cursor(const std::string& channel, const std::string& d
   return store_.ack_cursor(channel, device, epoch, offset);
 }
 
+namespace {
+
+size_t op_bytes(const PublicationPtr& record) { return record ? record->body().size() : 0; }
+
+}  // namespace
+
 void DurableHistory::push(Op&& op) {
   bool wake;
   {
     std::lock_guard lock(queue_mu_);
-    wake = queue_.empty();
+    const size_t max_bytes = settings_.commit_max_bytes;
+    const size_t before = queue_bytes_;
+    queue_bytes_ += op_bytes(op.record);
+    // Wake the store thread for the first write, and when a transaction's worth of
+    // bytes is waiting (it may be in its group-commit window).
+    wake = queue_.empty() || (max_bytes > 0 && before < max_bytes && queue_bytes_ >= max_bytes);
     queue_.push_back(std::move(op));
   }
   if (wake) queue_cv_.notify_one();
@@ -233,13 +244,21 @@ void DurableHistory::run() {
       std::unique_lock lock(queue_mu_);
       queue_cv_.wait_until(lock, next_retention, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty() && stopping_) break;
-      if (!queue_.empty() && settings_.commit_window_us > 0 && queue_.size() < settings_.commit_batch) {
+      const size_t max_bytes = settings_.commit_max_bytes;
+      const auto full = [&] {
+        return queue_.size() >= settings_.commit_batch || (max_bytes > 0 && queue_bytes_ >= max_bytes);
+      };
+      if (!queue_.empty() && settings_.commit_window_us > 0 && !full()) {
         // Group commit: give concurrent publishers a short window to join this transaction.
         const auto until = Clock::now() + std::chrono::microseconds(settings_.commit_window_us);
-        queue_cv_.wait_until(lock, until, [&] { return stopping_ || queue_.size() >= settings_.commit_batch; });
+        queue_cv_.wait_until(lock, until, [&] { return stopping_ || full(); });
       }
-      const size_t n = std::min(queue_.size(), settings_.commit_batch);
-      for (size_t i = 0; i < n; ++i) {
+      size_t bytes = 0;
+      while (!queue_.empty() && batch.size() < settings_.commit_batch) {
+        const size_t b = op_bytes(queue_.front().record);
+        if (!batch.empty() && max_bytes > 0 && bytes + b > max_bytes) break;
+        bytes += b;
+        queue_bytes_ -= b;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

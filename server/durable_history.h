@@ -26,6 +26,10 @@ namespace herald::server {
 struct DurableSettings {
   uint32_t commit_window_us = 1000;  // after the first write of a batch, wait at most this long for more
   size_t commit_batch = 2000;        // writes per transaction at most
+  // Publication bytes (serialized bodies) per transaction at most (the first write is
+  // always taken): a commit's fsync grows with its size, and every publisher in it and
+  // behind it waits for that fsync, so this bounds publish latency. 0 = no bound.
+  size_t commit_max_bytes = 1 << 20;
   uint32_t retention_interval_ms = 1000;
   size_t retention_batch = 500;      // messages deleted per retention step (one small transaction)
   int64_t dedup_lookback_until_ms = 0;  // Unix ms until which find_message_id asks the store (start + window)
@@ -122,6 +126,7 @@ class DurableHistory final : public History {
   mutable std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<Op> queue_;
+  size_t queue_bytes_ = 0;  // publication bytes in queue_
   bool stopping_ = false;
   std::thread thread_;
 

@@ -1,19 +1,29 @@
 // HttpApi: evhttp setup, routing, authentication, request validation and
-// replies. Everything runs on the API loop thread; libevent callbacks are
-// static trampolines that never let an exception escape.
+// replies. Each request is handled on the API loop thread that accepted its
+// connection; libevent callbacks are static trampolines that never let an
+// exception escape.
 #include "server/http_api.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
+#include <tuple>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 
@@ -24,6 +34,7 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include "server/http_api_payload.h"
 #include "server/policy.h"
 
 namespace herald::server {
@@ -177,8 +188,9 @@ bool get_short_string(const json& obj, const char* key, const std::string& where
 
 // Validates one publish object; `where` prefixes field names in messages
 // ("" or "messages[2].").
+// `raw`: the payload texts extract_payloads() took out of the body (null if none).
 std::optional<ApiError> parse_publish(const json& j, const ApiConfig& cfg, const std::string& where,
-                                      ApiPublishRequest& r) {
+                                      ApiPublishRequest& r, std::vector<std::string>* raw) {
   std::optional<ApiError> err;
   if (!j.is_object()) return invalid((where.empty() ? std::string("body") : where.substr(0, where.size() - 1)) +
                                      ": must be a JSON object");
@@ -241,9 +253,21 @@ std::optional<ApiError> parse_publish(const json& j, const ApiConfig& cfg, const
   }
 
   const json* payload = field(j, "payload");
+  // The payload's text as sent (compacted), when extract_payloads() took it out.
+  const json* raw_index = nullptr;
+  if (raw != nullptr && !raw->empty()) {
+    const auto it = j.find(std::string(kRawPayloadKey));  // the key holds a NUL byte: not a C string
+    if (it != j.end()) raw_index = &*it;
+  }
   const json* payload_b64 = field(j, "payload_base64");
-  if (payload && payload_b64) return invalid(where + "payload, " + where + "payload_base64: give at most one");
-  if (payload) {
+  if ((payload || raw_index) && payload_b64)
+    return invalid(where + "payload, " + where + "payload_base64: give at most one");
+  if (raw_index) {
+    if (!raw_index->is_number_unsigned() || raw_index->get<uint64_t>() >= raw->size())
+      return status_error(Status::kInternal, where + "payload: lost while parsing");
+    r.payload = std::move((*raw)[raw_index->get<size_t>()]);
+    if (r.content_type.empty()) r.content_type = "application/json";
+  } else if (payload) {
     r.payload = dump(*payload);
     if (r.content_type.empty()) r.content_type = "application/json";
   } else if (payload_b64) {
@@ -327,16 +351,56 @@ std::optional<RouteMatch> match_route(std::string_view path) {
 
 }  // namespace
 
+// One API event loop: its evhttp, and a queue other threads post answers to.
 struct HttpApi::Impl : std::enable_shared_from_this<HttpApi::Impl> {
-  Impl(ApiConfig c, ApiBackend* b, Metrics* m) : config(std::move(c)), backend(b), metrics(m) {}
+  Impl(ApiConfig c, ApiBackend* b, Metrics* m, event_base* eb)
+      : config(std::move(c)), backend(b), metrics(m), base(eb), owner(std::this_thread::get_id()) {}
+  ~Impl() { close_posting(); }
 
   ApiConfig config;
   ApiBackend* backend;
   Metrics* metrics;
+  event_base* base;
   evhttp* http = nullptr;
   // The request answered last; lets the exception handler know whether a
   // reply already went out (the loop is single-threaded, so one is enough).
   evhttp_request* last_replied = nullptr;
+  // The thread running `base`: answers arriving on it are handled at once, others
+  // are posted (set before the loop runs, read from any thread).
+  std::atomic<std::thread::id> owner;
+
+  // Posting from any thread: a queue and an eventfd that wakes the loop.
+  std::mutex post_mu;
+  std::vector<std::function<void()>> posted;
+  bool closed = false;  // under post_mu: the loop is gone, posts are dropped
+  int wake_fd = -1;
+  event* wake_ev = nullptr;
+
+  // Creates the evhttp and the wakeup event on `base`. Throws std::runtime_error.
+  void setup();
+  // Runs `fn` on this loop's thread (soon; never inside post). Any thread. Dropped
+  // once the loop is gone.
+  void post(std::function<void()> fn);
+  // Stops posting and frees the wakeup event. The loop must not be running.
+  void close_posting();
+  static void on_wake(evutil_socket_t fd, short, void* arg) noexcept;
+  // Wraps a backend completion so that, whatever thread calls it, `fn` runs on this
+  // loop's thread (directly when already there), and not at all once the API is gone.
+  template <class... A>
+  std::function<void(A...)> on_loop(std::type_identity_t<std::function<void(A...)>> fn) {
+    std::weak_ptr<Impl> self = weak_from_this();
+    return [self, fn = std::move(fn)](A... args) mutable {
+      const auto api = self.lock();
+      if (!api) return;
+      if (std::this_thread::get_id() == api->owner.load(std::memory_order_relaxed)) {
+        fn(std::move(args)...);
+        return;
+      }
+      api->post([fn = std::move(fn), t = std::make_tuple(std::move(args)...)]() mutable {
+        std::apply(fn, std::move(t));
+      });
+    };
+  }
 
   static void on_request(evhttp_request* req, void* arg) noexcept;
   void handle(evhttp_request* req);
@@ -350,8 +414,10 @@ struct HttpApi::Impl : std::enable_shared_from_this<HttpApi::Impl> {
     reply_json(req, e.http, json{{"error", error_object(e)}}, route);
   }
 
-  // Parses the body as a JSON object. An empty body is `{}` when allow_empty.
-  std::optional<ApiError> read_body(evhttp_request* req, json& out, bool allow_empty) const;
+  // Parses the body as a JSON object. An empty body is `{}` when allow_empty. With
+  // `raw_payloads`, publish payloads are taken out as text first (extract_payloads).
+  std::optional<ApiError> read_body(evhttp_request* req, json& out, bool allow_empty,
+                                    std::vector<std::string>* raw_payloads = nullptr) const;
   // Publishes a validated request to its channel or users. On a channel
   // publish that failed, `failure` is set; users publishes report per user.
   // `done(result, failure)` is called once, on the API loop thread, when every
@@ -436,7 +502,8 @@ bool HttpApi::Impl::authorized(evhttp_request* req) const {
   return ok;
 }
 
-std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out, bool allow_empty) const {
+std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out, bool allow_empty,
+                                                 std::vector<std::string>* raw_payloads) const {
   evbuffer* buf = evhttp_request_get_input_buffer(req);
   const size_t n = buf != nullptr ? evbuffer_get_length(buf) : 0;
   const char* data = n > 0 ? reinterpret_cast<const char*>(evbuffer_pullup(buf, -1)) : "";
@@ -447,7 +514,12 @@ std::optional<ApiError> HttpApi::Impl::read_body(evhttp_request* req, json& out,
   }
   if (!nesting_within(body, kMaxJsonDepth))
     return invalid("body: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  out = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  std::string rewritten;
+  if (raw_payloads != nullptr && extract_payloads(body, rewritten, *raw_payloads) == PayloadScan::kRewritten) {
+    out = json::parse(rewritten.begin(), rewritten.end(), nullptr, /*allow_exceptions=*/false);
+  } else {
+    out = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  }
   if (out.is_discarded()) return invalid("body: not valid JSON");
   if (!out.is_object()) return invalid("body: must be a JSON object");
   return std::nullopt;
@@ -525,16 +597,17 @@ void HttpApi::Impl::handle(evhttp_request* req) {
 void HttpApi::Impl::publish_counted(const std::string& channel, const ApiPublishRequest& r,
                                     std::function<void(ApiPublishResult)> done) {
   Metrics* m = metrics;
-  backend->publish_async(channel, r, [m, channel, done = std::move(done)](ApiPublishResult res) {
-    if (res.status == Status::kOk) {
-      m->published(PublishSource::kApi);
-      if (res.duplicate) m->dedup_hit();
-    } else {
-      m->publish_error();
-    }
-    if (res.channel.empty()) res.channel = channel;
-    done(std::move(res));
-  });
+  backend->publish_async(
+      channel, r, on_loop<ApiPublishResult>([m, channel, done = std::move(done)](ApiPublishResult res) {
+        if (res.status == Status::kOk) {
+          m->published(PublishSource::kApi);
+          if (res.duplicate) m->dedup_hit();
+        } else {
+          m->publish_error();
+        }
+        if (res.channel.empty()) res.channel = channel;
+        done(std::move(res));
+      }));
 }
 
 namespace {
@@ -593,9 +666,10 @@ void HttpApi::Impl::execute(const ApiPublishRequest& r, std::function<void(json,
 
 void HttpApi::Impl::route_publish(evhttp_request* req) {
   json body;
-  if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublish);
+  std::vector<std::string> raw;
+  if (auto e = read_body(req, body, false, &raw)) return reply_error(req, *e, ApiRoute::kPublish);
   ApiPublishRequest r;
-  if (auto e = parse_publish(body, config, "", r)) return reply_error(req, *e, ApiRoute::kPublish);
+  if (auto e = parse_publish(body, config, "", r, &raw)) return reply_error(req, *e, ApiRoute::kPublish);
   std::weak_ptr<Impl> self = weak_from_this();
   execute(r, [self, req](json result, std::optional<ApiError> failure) {
     const auto api = self.lock();
@@ -614,7 +688,8 @@ void HttpApi::Impl::route_publish(evhttp_request* req) {
 
 void HttpApi::Impl::route_batch(evhttp_request* req) {
   json body;
-  if (auto e = read_body(req, body, false)) return reply_error(req, *e, ApiRoute::kPublishBatch);
+  std::vector<std::string> raw;
+  if (auto e = read_body(req, body, false, &raw)) return reply_error(req, *e, ApiRoute::kPublishBatch);
   const json* messages = field(body, "messages");
   if (messages == nullptr || !messages->is_array())
     return reply_error(req, invalid("messages: must be an array of publish objects"), ApiRoute::kPublishBatch);
@@ -627,7 +702,7 @@ void HttpApi::Impl::route_batch(evhttp_request* req) {
   std::vector<std::optional<ApiError>> errors(messages->size());
   size_t targets = 0;
   for (size_t i = 0; i < messages->size(); ++i) {
-    errors[i] = parse_publish((*messages)[i], config, "messages[" + std::to_string(i) + "].", parsed[i]);
+    errors[i] = parse_publish((*messages)[i], config, "messages[" + std::to_string(i) + "].", parsed[i], &raw);
     if (!errors[i]) targets += parsed[i].channel.empty() ? parsed[i].users.size() : 1;
   }
   if (targets > config.max_users_per_publish)
@@ -674,7 +749,7 @@ void HttpApi::Impl::route_batch(evhttp_request* req) {
 
 void HttpApi::Impl::route_message(evhttp_request* req, const std::string& id) {
   std::weak_ptr<Impl> self = weak_from_this();
-  backend->message_receipts(id, [self, req](int status, json body) {
+  backend->message_receipts(id, on_loop<int, json>([self, req](int status, json body) {
     const auto api = self.lock();
     if (!api) return;
     try {
@@ -682,12 +757,12 @@ void HttpApi::Impl::route_message(evhttp_request* req, const std::string& id) {
     } catch (...) {
       logger()->warn("http api: could not send a receipt answer");
     }
-  });
+  }));
 }
 
 void HttpApi::Impl::route_integrity(evhttp_request* req) {
   std::weak_ptr<Impl> self = weak_from_this();
-  backend->integrity_check([self, req](int status, json body) {
+  backend->integrity_check(on_loop<int, json>([self, req](int status, json body) {
     const auto api = self.lock();
     if (!api) return;
     try {
@@ -695,7 +770,7 @@ void HttpApi::Impl::route_integrity(evhttp_request* req) {
     } catch (...) {
       logger()->warn("http api: could not send the integrity answer");
     }
-  });
+  }));
 }
 
 namespace {
@@ -713,7 +788,7 @@ struct Pending {
 void HttpApi::Impl::route_user_info(evhttp_request* req, const std::string& user) {
   auto pending = std::make_shared<Pending>(Pending{weak_from_this(), req, ApiRoute::kUserInfo});
   try {
-    backend->user_info(user, [pending](json info) noexcept {
+    backend->user_info(user, on_loop<json>([pending](json info) noexcept {
       if (pending->answered) {
         logger()->error("http api: backend answered user_info twice; ignored");
         return;
@@ -726,7 +801,7 @@ void HttpApi::Impl::route_user_info(evhttp_request* req, const std::string& user
       } catch (...) {
         logger()->warn("http api: could not send the user_info answer");
       }
-    });
+    }));
   } catch (...) {
     if (pending->answered) return;  // already replied; swallow
     pending->answered = true;
@@ -757,7 +832,7 @@ void HttpApi::Impl::route_disconnect(evhttp_request* req, const std::string& use
 
   auto pending = std::make_shared<Pending>(Pending{weak_from_this(), req, ApiRoute::kUserDisconnect});
   try {
-    backend->disconnect_user(user, code, reason, [pending](size_t n) noexcept {
+    backend->disconnect_user(user, code, reason, on_loop<size_t>([pending](size_t n) noexcept {
       if (pending->answered) {
         logger()->error("http api: backend answered disconnect_user twice; ignored");
         return;
@@ -770,7 +845,7 @@ void HttpApi::Impl::route_disconnect(evhttp_request* req, const std::string& use
       } catch (...) {
         logger()->warn("http api: could not send the disconnect answer");
       }
-    });
+    }));
   } catch (...) {
     if (pending->answered) return;
     pending->answered = true;
@@ -789,14 +864,10 @@ void HttpApi::Impl::route_stats(evhttp_request* req) {
   reply_json(req, 200, stats, ApiRoute::kStats);
 }
 
-HttpApi::HttpApi(event_base* base, ApiConfig config, ApiBackend* backend, Metrics* metrics) {
-  if (base == nullptr || backend == nullptr || metrics == nullptr)
-    throw std::invalid_argument("HttpApi: base, backend and metrics must not be null");
-  impl_ = std::make_shared<Impl>(std::move(config), backend, metrics);
-  evhttp* http = evhttp_new(base);
+void HttpApi::Impl::setup() {
+  http = evhttp_new(base);
   if (http == nullptr) throw std::runtime_error("HttpApi: evhttp_new failed");
-  impl_->http = http;
-  const ApiConfig& c = impl_->config;
+  const ApiConfig& c = config;
   // Every method reaches our handler, so a wrong one gets 405 with JSON rather
   // than libevent's 501.
   evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
@@ -808,34 +879,140 @@ HttpApi::HttpApi(event_base* base, ApiConfig config, ApiBackend* backend, Metric
   // Read (and drop) the rest of an oversized body before answering 413, so the
   // client sees the answer instead of a connection reset.
   evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
-  evhttp_set_gencb(http, &Impl::on_request, impl_.get());
+  evhttp_set_gencb(http, &Impl::on_request, this);
+  wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd < 0) throw std::runtime_error("HttpApi: eventfd failed");
+  wake_ev = event_new(base, wake_fd, EV_READ | EV_PERSIST, &Impl::on_wake, this);
+  if (wake_ev == nullptr || event_add(wake_ev, nullptr) != 0) throw std::runtime_error("HttpApi: event_new failed");
+}
+
+void HttpApi::Impl::post(std::function<void()> fn) {
+  std::lock_guard lock(post_mu);
+  if (closed) return;
+  const bool wake = posted.empty();
+  posted.push_back(std::move(fn));
+  if (wake) {
+    const uint64_t one = 1;
+    // A full counter (never in practice) still leaves the fd readable: nothing is lost.
+    [[maybe_unused]] const ssize_t n = ::write(wake_fd, &one, sizeof one);
+  }
+}
+
+void HttpApi::Impl::close_posting() {
+  std::vector<std::function<void()>> dropped;
+  {
+    std::lock_guard lock(post_mu);
+    closed = true;
+    dropped.swap(posted);
+    if (wake_ev != nullptr) event_free(wake_ev);
+    wake_ev = nullptr;
+    if (wake_fd >= 0) ::close(wake_fd);
+    wake_fd = -1;
+  }
+}
+
+void HttpApi::Impl::on_wake(evutil_socket_t fd, short, void* arg) noexcept {
+  auto* self = static_cast<Impl*>(arg);
+  uint64_t n = 0;
+  [[maybe_unused]] const ssize_t r = ::read(fd, &n, sizeof n);
+  std::vector<std::function<void()>> fns;
+  {
+    std::lock_guard lock(self->post_mu);
+    fns.swap(self->posted);
+  }
+  for (auto& fn : fns) {
+    try {
+      fn();
+    } catch (...) {
+      logger()->warn("http api: an answer could not be sent");
+    }
+  }
+}
+
+HttpApi::HttpApi(event_base* base, ApiConfig config, ApiBackend* backend, Metrics* metrics) {
+  if (base == nullptr || backend == nullptr || metrics == nullptr)
+    throw std::invalid_argument("HttpApi: base, backend and metrics must not be null");
+  const size_t n = std::max<size_t>(1, config.threads);
   size_t usable_keys = 0;
-  for (const auto& k : c.api_keys) usable_keys += k.empty() ? 0 : 1;
+  for (const auto& k : config.api_keys) usable_keys += k.empty() ? 0 : 1;
   if (usable_keys == 0) logger()->warn("http api: no API key configured: every authenticated route answers 401");
+  try {
+    for (size_t i = 0; i < n; ++i) {
+      event_base* b = base;
+      if (i > 0) {
+        b = event_base_new();
+        if (b == nullptr) throw std::runtime_error("HttpApi: event_base_new failed");
+        own_bases_.push_back(b);
+      }
+      impls_.push_back(std::make_shared<Impl>(config, backend, metrics, b));
+      impls_.back()->setup();
+    }
+  } catch (...) {
+    for (auto& impl : impls_) {
+      impl->close_posting();
+      if (impl->http != nullptr) evhttp_free(impl->http);
+    }
+    for (event_base* b : own_bases_) event_base_free(b);
+    throw;
+  }
 }
 
 HttpApi::~HttpApi() {
-  // Frees every connection and pending request; answers arriving later find
-  // the weak_ptr expired and are dropped.
-  if (impl_ && impl_->http != nullptr) evhttp_free(impl_->http);
+  // Stop the own loops (from their own thread: no libevent locking needed), then free
+  // every connection and pending request; answers arriving later find the weak_ptr
+  // expired, or posting closed, and are dropped.
+  for (size_t i = 1; i < impls_.size() && i - 1 < threads_.size(); ++i) {
+    event_base* b = impls_[i]->base;
+    impls_[i]->post([b] { event_base_loopbreak(b); });
+  }
+  for (auto& t : threads_) t.join();
+  for (auto& impl : impls_) {
+    impl->close_posting();
+    if (impl->http != nullptr) evhttp_free(impl->http);
+    impl->http = nullptr;
+  }
+  impls_.clear();
+  for (event_base* b : own_bases_) event_base_free(b);
 }
 
 bool HttpApi::bind(const std::string& host, uint16_t port, std::string& bound, std::string& error) {
   errno = 0;
-  evhttp_bound_socket* s = evhttp_bind_socket_with_handle(impl_->http, host.c_str(), port);
+  evhttp_bound_socket* s = evhttp_bind_socket_with_handle(impls_[0]->http, host.c_str(), port);
   if (s == nullptr) {
     error = "cannot listen on " + host + ":" + std::to_string(port) + (errno != 0 ? ": " + std::string(std::strerror(errno)) : "");
     return false;
   }
+  const evutil_socket_t fd = evhttp_bound_socket_get_fd(s);
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (getsockname(evhttp_bound_socket_get_fd(s), reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     error = "getsockname: " + std::string(std::strerror(errno));
-    evhttp_del_accept_socket(impl_->http, s);
+    evhttp_del_accept_socket(impls_[0]->http, s);
     return false;
+  }
+  // The other loops accept on duplicates of the same listening socket (each evhttp
+  // closes its own copy); the kernel gives each connection to one of them.
+  for (size_t i = 1; i < impls_.size(); ++i) {
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0 || evhttp_accept_socket_with_handle(impls_[i]->http, dup) == nullptr) {
+      error = "cannot share the listening socket with API thread " + std::to_string(i) + ": " + std::strerror(errno);
+      if (dup >= 0) ::close(dup);
+      return false;
+    }
   }
   bound = format_address(ss);
   return true;
+}
+
+void HttpApi::start() {
+  if (!threads_.empty()) return;
+  for (size_t i = 1; i < impls_.size(); ++i) {
+    Impl* impl = impls_[i].get();
+    threads_.emplace_back([impl] {
+      impl->owner.store(std::this_thread::get_id());
+      event_base_loop(impl->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    });
+  }
 }
 
 }  // namespace herald::server

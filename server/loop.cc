@@ -310,6 +310,7 @@ void Loop::report_counters() {
   for (int p = 0; p < 4; ++p) {
     if (now.queued[p] != was.queued[p]) m->delivered(p, now.queued[p] - was.queued[p]);
     if (now.shed[p] != was.shed[p]) m->shed(p, now.shed[p] - was.shed[p]);
+    if (now.collapsed[p] != was.collapsed[p]) m->collapsed(p, now.collapsed[p] - was.collapsed[p]);
   }
   for (size_t t = 0; t < codec::FrameTally::kSlots; ++t) {
     const auto type = static_cast<codec::FrameType>(t);

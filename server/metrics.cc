@@ -107,6 +107,7 @@ MetricsSnapshot Metrics::snapshot() const {
   for (size_t i = 0; i < kPriorityCount; ++i) {
     s.deliveries[i] = deliveries_[i].load(relaxed);
     s.shed[i] = shed_[i].load(relaxed);
+    s.collapsed[i] = collapsed_[i].load(relaxed);
   }
   for (size_t i = 0; i < s.auth_failures.size(); ++i) s.auth_failures[i] = auth_failures_[i].load(relaxed);
   s.subscriptions_current = subscriptions_current_.load(relaxed);
@@ -271,6 +272,10 @@ std::string Metrics::prometheus_text() const {
     w.sample("herald_deliveries_total", {{"priority", kPriorityNames[i]}}, s.deliveries[i]);
   w.family("herald_shed_total", "counter", "Publications dropped for slow consumers, by priority.");
   for (size_t i = 0; i < kPriorityCount; ++i) w.sample("herald_shed_total", {{"priority", kPriorityNames[i]}}, s.shed[i]);
+  w.family("herald_collapsed_total", "counter",
+           "Queued state-channel publications replaced by a newer one with the same collapse key, by priority.");
+  for (size_t i = 0; i < kPriorityCount; ++i)
+    w.sample("herald_collapsed_total", {{"priority", kPriorityNames[i]}}, s.collapsed[i]);
 
   w.family("herald_auth_failures_total", "counter", "Failed Auth or Refresh attempts, by reason.");
   for (size_t i = 0; i < s.auth_failures.size(); ++i)
@@ -352,6 +357,7 @@ nlohmann::json Metrics::stats_json() const {
         {"pauses", s.publish_pauses}}},
       {"deliveries", by(s.deliveries, [](size_t i) { return kPriorityNames[i]; })},
       {"shed", by(s.shed, [](size_t i) { return kPriorityNames[i]; })},
+      {"collapsed", by(s.collapsed, [](size_t i) { return kPriorityNames[i]; })},
       {"auth_failures", by(s.auth_failures, [](size_t i) { return to_string(static_cast<AuthFailure>(i)); })},
       {"subscriptions_current", s.subscriptions_current},
       {"queued_bytes", s.queued_bytes},

@@ -101,6 +101,7 @@ struct MetricsSnapshot {
   uint64_t publish_pauses = 0;
   std::array<uint64_t, kPriorityCount> deliveries{};
   std::array<uint64_t, kPriorityCount> shed{};
+  std::array<uint64_t, kPriorityCount> collapsed{};
   std::array<uint64_t, static_cast<size_t>(AuthFailure::kCount)> auth_failures{};
   int64_t subscriptions_current = 0;
   int64_t queued_bytes = 0;
@@ -177,6 +178,8 @@ class Metrics {
   // --- delivery. Priorities outside 0..3 count as P3 (server convention).
   void delivered(int priority, uint64_t n = 1) noexcept { add(deliveries_[priority_index(priority)], n); }
   void shed(int priority, uint64_t n = 1) noexcept { add(shed_[priority_index(priority)], n); }
+  // Queued state-channel publications replaced by a newer one with the same collapse key.
+  void collapsed(int priority, uint64_t n = 1) noexcept { add(collapsed_[priority_index(priority)], n); }
   // Publish accepted -> publication written to a subscriber's socket, in microseconds.
   void observe_delivery_latency_us(uint64_t us) noexcept;
 
@@ -232,6 +235,7 @@ class Metrics {
   std::atomic<uint64_t> dedup_hits_{0};
   std::atomic<uint64_t> publish_pauses_{0};
   std::array<std::atomic<uint64_t>, kPriorityCount> shed_{};
+  std::array<std::atomic<uint64_t>, kPriorityCount> collapsed_{};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(AuthFailure::kCount)> auth_failures_{};
   std::atomic<int64_t> subscriptions_current_{0};
   std::array<std::array<std::atomic<uint64_t>, kStatusClasses>, static_cast<size_t>(ApiRoute::kCount)> api_requests_{};

@@ -232,6 +232,7 @@ bool Server::start(std::string& error) {
     ApiConfig ac;
     ac.api_keys = config_.api_keys;
     ac.max_body_bytes = config_.api_max_body_bytes;
+    ac.threads = config_.api_threads;
     api_ = std::make_unique<HttpApi>(base_, ac, this, &metrics_);
     std::string host;
     uint16_t port = 0;
@@ -240,6 +241,7 @@ bool Server::start(std::string& error) {
       error = "listen.api: cannot listen on " + config_.api + (api_error.empty() ? "" : ": " + api_error);
       return false;
     }
+    api_->start();
   }
   for (int sig : {SIGTERM, SIGINT}) {
     event* e = evsignal_new(base_, sig, on_signal, this);
@@ -303,6 +305,7 @@ bool Server::open_store(std::string& error) {
   DurableSettings ds;
   ds.commit_window_us = config_.store_commit_window_us;
   ds.commit_batch = config_.store_commit_batch;
+  ds.commit_max_bytes = config_.store_commit_max_bytes;
   ds.retention_interval_ms = config_.store_retention_interval_ms;
   ds.retention_batch = config_.store_retention_batch;
   ds.dedup_lookback_until_ms = unix_ms() + int64_t{config_.dedup_window_s} * 1000;
@@ -521,13 +524,11 @@ void Server::publish_async(const std::string& channel, const ApiPublishRequest& 
   PublishDraft d = draft_of(channel, r);
   PublishOutcome o;
   auto shared_done = std::make_shared<std::function<void(ApiPublishResult)>>(std::move(done));
-  // Durable: the answer comes from the store thread after the commit; the reply is made on this (API) thread.
+  // Durable: the answer comes from the store thread after the commit; the HttpApi
+  // hands it to the API thread of the request.
   const bool now = hub_->publish(
       std::move(d), unix_ms(), monotonic_ms(),
-      [this, shared_done, result](const PublishOutcome& out) {
-        post_main([shared_done, res = result(out)] { (*shared_done)(res); });
-      },
-      o);
+      [shared_done, result](const PublishOutcome& out) { (*shared_done)(result(out)); }, o);
   if (now) (*shared_done)(result(o));
 }
 
@@ -577,6 +578,7 @@ void Server::integrity_check(std::function<void(int, nlohmann::json)> done) {
     return;
   }
   // PRAGMA integrity_check reads the whole database: run it off the API loop.
+  std::lock_guard lock(workers_mu_);  // API threads may ask at once
   workers_.emplace_back([this, done = std::move(done)]() mutable {
     const uint64_t t0 = monotonic_ms();
     const std::string result = store_->integrity_check();

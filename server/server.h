@@ -78,6 +78,7 @@ class Server final : public ApiBackend, public DeliverySink {
   std::unique_ptr<MemoryHistory> history_;
   std::unique_ptr<SqliteStore> store_;
   std::unique_ptr<DurableHistory> durable_;
+  std::mutex workers_mu_;
   std::vector<std::thread> workers_;  // admin work off the API loop (integrity check); joined at the end
   std::unique_ptr<ChannelHub> hub_;
   std::unique_ptr<ConnectionLimiter> limiter_;
@@ -95,7 +96,7 @@ class Server final : public ApiBackend, public DeliverySink {
   std::string bound_tcp_, bound_tls_, bound_api_, bound_ws_;
   size_t next_loop_ = 0;
   std::unique_ptr<TokenBucket> accept_rate_;  // limits.accept_rate, main thread only
-  bool shutting_down_ = false;
+  std::atomic<bool> shutting_down_{false};  // written by the main loop, read by API threads
   uint64_t shutdown_deadline_ms_ = 0;
   uint64_t started_ms_ = 0;
   std::atomic<bool> shutdown_requested_{false};

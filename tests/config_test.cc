@@ -639,6 +639,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.max_connections_per_ip = 3;
   c.max_subscriptions = 4;
   c.api_max_body_bytes = 5;
+  c.api_threads = 3;
   c.accept_rate = 0;
   c.accept_burst = 11;
   c.soft_limit_bytes = 6;
@@ -652,6 +653,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.store_synchronous = "NORMAL";
   c.store_commit_window_us = 0;
   c.store_commit_batch = 11;
+  c.store_commit_max_bytes = 4096;
   c.store_retention_interval_ms = 12;
   c.store_retention_batch = 13;
   NamespacePolicy news;

@@ -1144,5 +1144,152 @@ TEST_F(DeliveryLanesTest, RandomOperationsKeepEveryPromise) {
               static_cast<unsigned long long>(dropped_total), static_cast<unsigned long long>(refused_total));
 }
 
+// ------------------------------------------------------------------ state channels (collapse)
+
+class CollapseTest : public DeliveryLanesTest {
+ protected:
+  PublicationPtr keyed(uint64_t offset, int priority, const std::string& key, size_t payload_size = 200,
+                       const std::string& channel = "news") {
+    v1::Publication p;
+    p.set_channel(channel);
+    p.set_offset(offset);
+    p.set_priority(static_cast<v1::Priority>(priority));
+    p.set_collapse_key(key);
+    std::string payload(payload_size, '\0');
+    for (size_t i = 0; i < payload_size; ++i) payload[i] = static_cast<char>(payload_byte(offset, i));
+    p.set_payload(payload);
+    auto r = std::make_shared<const PublicationRecord>(std::move(p));
+    (void)frames(r);
+    return r;
+  }
+  EnqueueOutcome put(DeliveryLanes& lanes, const PublicationPtr& r, bool collapse = true) {
+    return lanes.enqueue(r, &frames(r), r->priority(), 0, collapse);
+  }
+  static std::vector<uint64_t> offsets(const Bytes& wire) {
+    std::vector<uint64_t> out;
+    for (const auto& f : decode_frames(wire)) out.push_back(f.key);
+    return out;
+  }
+};
+
+TEST_F(CollapseTest, ANewerValueReplacesTheQueuedOneOfItsKeyAndGoesLast) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  ASSERT_EQ(put(lanes, keyed(1, 2, "A")), EnqueueOutcome::kQueued);
+  ASSERT_EQ(put(lanes, keyed(2, 2, "B")), EnqueueOutcome::kQueued);
+  const size_t two = lanes.queued_bytes();
+  ASSERT_EQ(put(lanes, keyed(3, 2, "A")), EnqueueOutcome::kQueued);  // A@1 goes
+  EXPECT_EQ(lanes.queued_bytes(), two);
+  ASSERT_EQ(put(lanes, keyed(4, 2, "C")), EnqueueOutcome::kQueued);
+  ASSERT_EQ(put(lanes, keyed(5, 2, "B")), EnqueueOutcome::kQueued);  // B@2 goes
+  EXPECT_EQ(counters_.collapsed[2], 2u);
+  EXPECT_EQ(counters_.queued[2], 5u);
+  EXPECT_EQ(counters_.shed[2], 0u);
+  EXPECT_EQ(lanes.queued_frames(2), 3u);
+  Bytes wire;
+  drain(lanes, wire);
+  // The latest value of every key, offsets increasing: resuming from any offset seen
+  // misses no key's latest value.
+  EXPECT_EQ(offsets(wire), (std::vector<uint64_t>{3, 4, 5}));
+  const auto got = decode_messages(wire);
+  for (const auto& m : got) EXPECT_TRUE(m.intact);
+}
+
+TEST_F(CollapseTest, OnlySameChannelSameKeyCollapsibleAndUnstarted) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  ASSERT_EQ(put(lanes, keyed(1, 2, "A")), EnqueueOutcome::kQueued);
+  ASSERT_EQ(put(lanes, keyed(2, 2, "A", 200, "other")), EnqueueOutcome::kQueued);  // other channel
+  ASSERT_EQ(put(lanes, keyed(3, 2, "")), EnqueueOutcome::kQueued);                  // no key
+  ASSERT_EQ(put(lanes, keyed(4, 2, "")), EnqueueOutcome::kQueued);                  // no key: never collapses
+  ASSERT_EQ(put(lanes, keyed(5, 2, "B"), false), EnqueueOutcome::kQueued);          // not a state channel
+  ASSERT_EQ(put(lanes, keyed(6, 2, "B")), EnqueueOutcome::kQueued);  // B@5 was not queued as collapsible
+  ASSERT_EQ(put(lanes, keyed(7, 2, "B"), false), EnqueueOutcome::kQueued);  // collapse off: B@6 stays
+  EXPECT_EQ(counters_.collapsed[2], 0u);
+  ASSERT_EQ(put(lanes, keyed(8, 2, "A")), EnqueueOutcome::kQueued);  // replaces A@1 of "news" only
+  EXPECT_EQ(counters_.collapsed[2], 1u);
+  Bytes wire;
+  drain(lanes, wire);
+  EXPECT_EQ(offsets(wire), (std::vector<uint64_t>{2, 3, 4, 5, 6, 7, 8}));
+}
+
+TEST_F(CollapseTest, AStartedMessageIsNotReplaced) {
+  limits_.batch_bytes = 1;  // one frame per prepare
+  DeliveryLanes lanes(&limits_, &counters_);
+  const PublicationPtr big = keyed(1, 2, "A", 3000);  // several fragments
+  ASSERT_GT(frames(big).frame_count(), 2u);
+  ASSERT_EQ(put(lanes, big), EnqueueOutcome::kQueued);
+  Bytes wire;
+  write_once(lanes, wire);  // its first fragment is on the wire
+  ASSERT_EQ(put(lanes, keyed(2, 2, "A")), EnqueueOutcome::kQueued);
+  EXPECT_EQ(counters_.collapsed[2], 0u);
+  ASSERT_EQ(put(lanes, keyed(3, 2, "A")), EnqueueOutcome::kQueued);  // A@2 had not started
+  EXPECT_EQ(counters_.collapsed[2], 1u);
+  drain(lanes, wire);
+  const auto got = decode_messages(wire);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].key, 1u);
+  EXPECT_EQ(got[1].key, 3u);
+  EXPECT_TRUE(got[0].intact);
+}
+
+TEST_F(CollapseTest, AcrossPrioritiesTheNewOneGoesToItsOwnLane) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  ASSERT_EQ(put(lanes, keyed(1, 3, "A")), EnqueueOutcome::kQueued);
+  ASSERT_EQ(put(lanes, keyed(2, 3, "B")), EnqueueOutcome::kQueued);
+  ASSERT_EQ(put(lanes, keyed(3, 1, "A")), EnqueueOutcome::kQueued);
+  EXPECT_EQ(counters_.collapsed[3], 1u);
+  EXPECT_EQ(lanes.queued_frames(3), 1u);
+  EXPECT_EQ(lanes.queued_frames(1), 1u);
+  Bytes wire;
+  drain(lanes, wire);
+  EXPECT_EQ(offsets(wire), (std::vector<uint64_t>{3, 2}));  // P1 first
+}
+
+TEST_F(CollapseTest, ASlowConsumerOfFewKeysStaysBoundedInsteadOfShedding) {
+  const size_t w = frames(keyed(1001, 3, "k0")).wire_size();
+  limits_.soft_bytes = 4 * w;
+  limits_.hard_bytes = 8 * w;
+  DeliveryLanes lanes(&limits_, &counters_);
+  // Four keys fill the soft limit; a thousand more updates of them never shed (each
+  // replaces its key's queued value) and the queue stays at four messages.
+  uint64_t offset = 1000;
+  for (int round = 0; round < 250; ++round) {
+    for (int k = 0; k < 4; ++k) {
+      ASSERT_EQ(put(lanes, keyed(++offset, 3, "k" + std::to_string(k))), EnqueueOutcome::kQueued);
+    }
+  }
+  EXPECT_EQ(lanes.queued_bytes(), 4 * w);
+  EXPECT_EQ(counters_.shed[3], 0u);
+  EXPECT_EQ(counters_.collapsed[3], 996u);
+  // A fifth key over the soft limit is shed as any P3 (nothing to replace).
+  EXPECT_EQ(put(lanes, keyed(++offset, 3, "k4")), EnqueueOutcome::kShed);
+  // A bigger value of a key that would still not fit is refused, and the older value stays.
+  const PublicationPtr bigger = keyed(++offset, 3, "k0", 2 * 200 + 64);
+  ASSERT_GT(frames(bigger).wire_size(), w);
+  EXPECT_EQ(put(lanes, bigger), EnqueueOutcome::kShed);
+  EXPECT_EQ(counters_.collapsed[3], 996u);
+  EXPECT_EQ(lanes.queued_bytes(), 4 * w);
+  Bytes wire;
+  drain(lanes, wire);
+  EXPECT_EQ(offsets(wire), (std::vector<uint64_t>{1997, 1998, 1999, 2000}));
+  EXPECT_TRUE(lanes.empty());
+}
+
+TEST_F(CollapseTest, ReplacedMessagesAreFreedAndIdleLanesStaySmall) {
+  static_assert(sizeof(DeliveryLanes) <= 40, "idle lanes stay 40 bytes");
+  std::vector<PublicationPtr> recs;
+  for (uint64_t i = 1; i <= 50; ++i) recs.push_back(keyed(i, 2, "k" + std::to_string(i % 3)));
+  const size_t before = live_heap();
+  {
+    DeliveryLanes lanes(&limits_, &counters_);
+    for (const auto& r : recs) ASSERT_EQ(put(lanes, r), EnqueueOutcome::kQueued);
+    EXPECT_EQ(lanes.queued_frames(2), 3u);
+    for (const auto& r : recs) EXPECT_LE(r.use_count(), r == recs[47] || r == recs[48] || r == recs[49] ? 2 : 1);
+    Bytes wire;
+    drain(lanes, wire);
+    EXPECT_EQ(offsets(wire), (std::vector<uint64_t>{48, 49, 50}));
+    EXPECT_EQ(live_heap(), before + wire.capacity());
+  }
+}
+
 }  // namespace
 }  // namespace herald::server

@@ -4,6 +4,12 @@
 // integrity check and start-up refusals. TESTING.md "Durability".
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -387,6 +393,116 @@ TEST_F(Durable, StatsReportTheStore) {
   EXPECT_GE(r.json()["store"]["commits"].get<uint64_t>(), 1u) << r.body;
 }
 
+// Small socket buffers, so a subscriber that stops reading makes the server queue.
+class DurableSlowState : public Durable {
+  std::vector<std::string> args() override {
+    auto a = Durable::args();
+    for (const char* x : {"--delivery.send_buffer_bytes", "16384", "--limits.api_max_body_bytes", "4194304"})
+      a.push_back(x);
+    return a;
+  }
+};
+
+TEST_F(DurableSlowState, ASlowConsumerOfAStateChannelGetsTheLatestValuePerKeyInOrder) {
+  // The small receive buffer is set before connect: shrunk afterwards, the kernel drops
+  // what it had already offered a window for, and the server's retransmission timer backs
+  // off for seconds, which looks like a server that stopped writing.
+  Client slow(server_.port("tcp"), "127.0.0.1", 16384);
+  ASSERT_TRUE(slow.handshake(make_token("slow-trader")));
+  ASSERT_EQ(slow.subscribe("md:book")->type, FrameType::kSubscribeOk);
+
+  // 2,000 updates of 8 keys (1 KiB each, P2) while the subscriber reads nothing.
+  constexpr int kUpdates = 2000;
+  constexpr int kKeys = 8;
+  std::map<std::string, uint64_t> latest;  // key -> offset of its last update
+  std::map<uint64_t, std::string> sent;    // offset -> text
+  for (int b = 0; b < kUpdates / 1000; ++b) {
+    nlohmann::json batch = {{"messages", nlohmann::json::array()}};
+    for (int i = b * 1000; i < (b + 1) * 1000; ++i) {
+      nlohmann::json m = body("md:book", "k" + std::to_string(i % kKeys) + "=" + std::to_string(i) + std::string(1000, '.'));
+      m["collapse_key"] = "k" + std::to_string(i % kKeys);
+      m["priority"] = 2;
+      batch["messages"].push_back(std::move(m));
+    }
+    HttpResponse r = http(server_.port("api"), "POST", "/v1/publish/batch", batch.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const auto results = r.json()["results"];
+    for (int i = 0; i < 1000; ++i) {
+      const auto& res = results[static_cast<size_t>(i)];
+      ASSERT_TRUE(res.contains("offset")) << res.dump();
+      const uint64_t off = res["offset"];
+      latest[batch["messages"][static_cast<size_t>(i)]["collapse_key"]] = off;
+      sent[off] = batch["messages"][static_cast<size_t>(i)]["payload"]["text"];
+    }
+  }
+  // Every update was either written to the socket or replaced in the queue (none shed):
+  // wait until the replaced ones show in the metric, then read everything.
+  const std::string collapsed_sample = "herald_collapsed_total{priority=\"P2\"}";
+  EXPECT_GT(wait_metric(server_.port("api"), collapsed_sample, [](double v) { return v > 0; }), 0);
+  // Read until the last update published: it is its key's latest value, so it must
+  // arrive, and offsets only increase, so nothing may follow it (a short read checks).
+  // The deadline is generous for a loaded sanitizer build; reading stops as soon as the
+  // stream is complete, not after a silence.
+  const uint64_t last = sent.rbegin()->first;
+  std::vector<v1::Publication> got;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (got.empty() || got.back().offset() < last) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    auto m = slow.read(static_cast<int>(left.count()));
+    if (!m) break;
+    if (m->type == FrameType::kPublication) got.push_back(m->as<v1::Publication>());
+  }
+  while (auto m = slow.read(300)) {
+    if (m->type == FrameType::kPublication) got.push_back(m->as<v1::Publication>());
+  }
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(got.back().offset(), last) << "the newest update of all reaches the slow consumer";
+  EXPECT_LT(got.size(), static_cast<size_t>(kUpdates / 4)) << "a slow consumer should get far fewer than every update";
+  const double collapsed = wait_metric(server_.port("api"), collapsed_sample,
+                                       [&](double v) { return v + static_cast<double>(got.size()) >= kUpdates; });
+  EXPECT_EQ(collapsed + static_cast<double>(got.size()), kUpdates) << "every update delivered or replaced, exactly once";
+  EXPECT_EQ(metric(server_.port("api"), "herald_shed_total{priority=\"P2\"}"), 0);
+
+  // Offsets only increase (so per key too), every message is one that was published,
+  // and the last of every key is its latest value.
+  std::map<std::string, uint64_t> last_seen;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (i > 0) {
+      EXPECT_GT(got[i].offset(), got[i - 1].offset());
+    }
+    EXPECT_EQ(text_of(got[i]), sent[got[i].offset()]);
+    last_seen[got[i].collapse_key()] = got[i].offset();
+  }
+  EXPECT_EQ(last_seen, latest);
+  // Resume is correct from any point of this stream: a client that saw only the first
+  // i messages (last offset X) already had the latest value of every key whose latest
+  // offset is <= X; the rest come from the replay (offsets > X).
+  for (size_t i = 0; i < got.size(); ++i) {
+    std::map<std::string, uint64_t> prefix;
+    for (size_t j = 0; j <= i; ++j) prefix[got[j].collapse_key()] = got[j].offset();
+    for (const auto& [key, off] : latest) {
+      if (off <= got[i].offset()) {
+        EXPECT_EQ(prefix[key], off) << "cut after " << i << ", key " << key;
+      }
+    }
+  }
+  // And the server's replay from the middle of the stream gives exactly the rest.
+  const uint64_t cut = got[got.size() / 2].offset();
+  Client again(server_.port("tcp"));
+  ASSERT_TRUE(again.handshake(make_token("slow-trader")));
+  auto resumed = again.subscribe("md:book", true, got[0].epoch(), cut);
+  ASSERT_EQ(resumed->type, FrameType::kSubscribeOk);
+  EXPECT_TRUE(resumed->as<v1::SubscribeOk>().recovered());
+  std::set<uint64_t> expected;
+  for (const auto& [key, off] : latest) {
+    if (off > cut) expected.insert(off);
+  }
+  std::set<uint64_t> replayed;
+  for (const auto& p : read_publications(again, expected.size() + 1, 1000)) replayed.insert(p.offset());
+  EXPECT_EQ(replayed, expected);
+}
+
 TEST(DurableStartup, RefusesABadSynchronousSettingAndAnUnusableDirectory) {
   HeralddProcess a;
   EXPECT_FALSE(a.start({"--store.synchronous", "OFF"}));
@@ -394,6 +510,54 @@ TEST(DurableStartup, RefusesABadSynchronousSettingAndAnUnusableDirectory) {
   HeralddProcess b;
   EXPECT_FALSE(b.start({"--store.dir", "/proc/herald-cannot-be-here"}));
   EXPECT_NE(b.log().find("store.dir"), std::string::npos) << b.log();
+}
+
+// server.api_threads: several API loops accept on the same listener; durable publishes
+// answered from the store thread and the routes answered from the event loops (users,
+// disconnect) or a worker (integrity) reach the right loop whichever one accepted.
+TEST(DurableApiThreads, EveryRouteAnswersFromEveryApiThread) {
+  HeralddProcess server;
+  ASSERT_TRUE(server.start({"--server.api_threads", "3", "--namespace",
+                            "name=dur,subscribe=any,durable=true,history_size=1000,history_ttl_s=0"}))
+      << server.log();
+  const uint16_t api = server.port("api");
+  // 6 publishers x 40 publishes, one connection each (the kernel spreads them).
+  std::vector<std::thread> publishers;
+  std::mutex mu;
+  std::vector<uint64_t> offsets;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 6; ++t) {
+    publishers.emplace_back([&, t] {
+      for (int i = 0; i < 40; ++i) {
+        HttpResponse r = http(api, "POST", "/v1/publish",
+                              body("dur:threads", "m", "t" + std::to_string(t) + "-" + std::to_string(i)).dump());
+        if (r.status != 200) {
+          ++failures;
+          continue;
+        }
+        std::lock_guard lock(mu);
+        offsets.push_back(r.json()["offset"]);
+      }
+    });
+  }
+  for (auto& t : publishers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::sort(offsets.begin(), offsets.end());
+  ASSERT_EQ(offsets.size(), 240u);
+  for (size_t i = 0; i < offsets.size(); ++i) EXPECT_EQ(offsets[i], i + 1);
+  // Each route several times, on new connections.
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_EQ(http(api, "GET", "/v1/users/nobody").status, 200);
+    EXPECT_EQ(http(api, "POST", "/v1/users/nobody/disconnect", "{}").status, 200);
+    EXPECT_EQ(http(api, "GET", "/v1/stats").status, 200);
+    EXPECT_EQ(http(api, "GET", "/v1/messages/t0-" + std::to_string(i)).status, 200);
+    EXPECT_EQ(http(api, "GET", "/healthz").status, 200);
+  }
+  HttpResponse integrity = http(api, "GET", "/v1/admin/integrity");
+  ASSERT_EQ(integrity.status, 200) << integrity.body;
+  EXPECT_TRUE(integrity.json()["ok"].get<bool>());
+  // A clean shutdown stops the API threads.
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.log();
 }
 
 TEST(DurableStartup, NormalSynchronousModeRunsAndKeepsData) {

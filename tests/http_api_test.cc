@@ -3,6 +3,7 @@
 // requests. Covers every route, authentication, validation errors with their
 // status and code, batch partial success, async answers, limits, 404/405.
 #include "server/http_api.h"
+#include "server/http_api_payload.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,6 +22,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -533,6 +535,132 @@ TEST_F(HttpApiTest, PublishPayloadForms) {
   EXPECT_EQ(pubs[4].second.payload, std::string("\x00\x01\x02\xff", 4));
   EXPECT_EQ(pubs[4].second.content_type, "image/png");
   EXPECT_EQ(pubs[5].second.payload, "");
+}
+
+TEST_F(HttpApiTest, PayloadTextIsKeptAsSentWithoutWhitespace) {
+  // Key order, number text and string escapes exactly as sent; only the whitespace
+  // between tokens goes.
+  const std::string body =
+      "{ \"channel\" : \"a\", \"payload\" : { \"b\" : [ 1 , 2.50, -0.1e+3, true, false, null ],\n"
+      "  \"a\" : \"x y\\u00e9\\n\\\"\", \"\\ud83d\\ude00\": {} , \"e\":[ ] } }";
+  ASSERT_EQ(post_raw("/v1/publish", body).status, 200);
+  ASSERT_EQ(post_raw("/v1/publish", R"({"payload":"caf)" "\xc3\xa9" R"(","channel":"a"})").status, 200);
+  ASSERT_EQ(post_raw("/v1/publish", R"({"channel":"a","payload":  7 })").status, 200);
+  const auto pubs = backend_->published();
+  ASSERT_EQ(pubs.size(), 3u);
+  EXPECT_EQ(pubs[0].second.payload,
+            R"({"b":[1,2.50,-0.1e+3,true,false,null],"a":"x y\u00e9\n\"","\ud83d\ude00":{},"e":[]})");
+  EXPECT_EQ(pubs[0].second.content_type, "application/json");
+  EXPECT_EQ(pubs[1].second.payload, "\"caf\xc3\xa9\"");
+  EXPECT_EQ(pubs[2].second.payload, "7");
+  // The text is still equal, as JSON, to what was sent.
+  EXPECT_EQ(json::parse(pubs[0].second.payload),
+            json::parse(body)["payload"]);
+}
+
+TEST_F(HttpApiTest, InvalidPayloadTextIsRefusedLikeAnyInvalidJson) {
+  const std::vector<std::string> bad = {
+      "\"\xff\"",          "\"\xc0\xaf\"",   "\"\xed\xa0\x80\"",  "\"\xf4\x90\x80\x80\"", "\"\xe2\x82\"",
+      R"("\udc00")",       R"("\ud800x")",   R"("\ud800\u0041")", R"("\x")",             R"("\u12")",
+      "\"a\x01\"",         "01",             "1.",                "-",                   "1e",
+      ".5",                "+1",             "tru",               "nul",                 "[1,]",
+      "{\"a\":1,}",        "{\"a\" 1}",      "{1:2}",             "[1 2]",               "\"open",
+  };
+  for (const std::string& p : bad) {
+    const Response r = post_raw("/v1/publish", "{\"channel\":\"a\",\"payload\":" + p + "}");
+    expect_error(r, 400, Status::kInvalidField, "JSON");
+    const Response b = post_raw("/v1/publish/batch", "{\"messages\":[{\"channel\":\"a\",\"payload\":" + p + "}]}");
+    expect_error(b, 400, Status::kInvalidField, "JSON");
+  }
+  EXPECT_TRUE(backend_->published().empty());
+}
+
+TEST_F(HttpApiTest, EscapedKeysAndTheInternalKeyCannotMixUpPayloads) {
+  // A key written with escapes is still "payload" (the body goes to the JSON parser whole).
+  ASSERT_EQ(post_raw("/v1/publish", R"({"channel":"a","p\u0061yload":{"z":1, "a":2}})").status, 200);
+  // The rewriter's internal key sent by a client is an unknown field, not a payload index.
+  ASSERT_EQ(post_raw("/v1/publish", R"({"channel":"a","\u0000payload":0})").status, 200);
+  ASSERT_EQ(post_raw("/v1/publish", R"({"channel":"a","payload":"x","\u0000payload":5})").status, 200);
+  // null is absent; payload and payload_base64 together are refused.
+  ASSERT_EQ(post_raw("/v1/publish", R"({"channel":"a","payload":null,"payload_base64":"AA=="})").status, 200);
+  expect_error(post_raw("/v1/publish", R"({"channel":"a","payload":[1],"payload_base64":"AA=="})"), 400,
+               Status::kInvalidField, "payload_base64");
+  const auto pubs = backend_->published();
+  ASSERT_EQ(pubs.size(), 4u);
+  EXPECT_EQ(pubs[0].second.payload, R"({"a":2,"z":1})");  // parsed and serialised: keys sorted
+  EXPECT_EQ(pubs[1].second.payload, "");
+  EXPECT_EQ(pubs[2].second.payload, "\"x\"");
+  EXPECT_EQ(pubs[3].second.payload, std::string("\x00", 1));
+}
+
+TEST_F(HttpApiTest, BatchPayloadsGoToTheirOwnMessages) {
+  const std::string body = R"({"messages":[
+      {"channel":"a","payload":{"n":0}},
+      {"channel":"b","payload":null},
+      {"channel":"c","payload_base64":"AQ=="},
+      {"channel":"d", "payload" : [ "three" ] , "x":{"payload":"not this one"}},
+      {"channel":"e","priority":9,"payload":"bad message, skipped"},
+      {"payload":5,"channel":"f"}],
+    "payload":"top-level: ignored"})";
+  const Response r = post_raw("/v1/publish/batch", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(r.js()["results"][4].contains("error")) << r.body;
+  std::map<std::string, std::string> by_channel;
+  for (const auto& [channel, req] : backend_->published()) by_channel[channel] = req.payload;
+  EXPECT_EQ(by_channel, (std::map<std::string, std::string>{
+                            {"a", R"({"n":0})"}, {"b", ""}, {"c", std::string("\x01", 1)}, {"d", R"(["three"])"}, {"f", "5"}}));
+}
+
+// extract_payloads against the JSON parser on many mutated bodies: whenever it rewrites
+// a body, the parser accepts the original, and every payload text it kept is the same
+// JSON value as the parser's.
+TEST(ExtractPayloads, AgreesWithTheJsonParserOnMutatedBodies) {
+  const std::vector<std::string> seeds = {
+      R"({"channel":"a","payload":{"k":[1,-2.5e3,"x\u00e9\ud83d\ude00",true,false,null,{}]}})",
+      R"({"messages":[{"channel":"a","payload":"t\n"},{"payload":[0.0,{"a":{"b":[]}}],"channel":"b"}]})",
+      "{\"channel\":\"a\",\"payload\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
+  };
+  const std::string alphabet = "{}[]\":,0123456789.-+eE \\/ubfnrtx\xc3\xa9\xff\xed\xa0\x80\x01";
+  std::mt19937 rng(7);
+  size_t rewritten = 0;
+  for (int i = 0; i < 30000; ++i) {
+    std::string body = seeds[static_cast<size_t>(i) % seeds.size()];
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !body.empty(); ++e) {
+      const size_t at = rng() % body.size();
+      const char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0: body[at] = c; break;
+        case 1: body.insert(body.begin() + static_cast<long>(at), c); break;
+        default: body.erase(at, 1); break;
+      }
+    }
+    std::string out;
+    std::vector<std::string> payloads;
+    if (extract_payloads(body, out, payloads) != PayloadScan::kRewritten) continue;
+    ++rewritten;
+    const json original = json::parse(body, nullptr, false);
+    ASSERT_FALSE(original.is_discarded()) << "rewrote a body the parser refuses: " << body;
+    const json after = json::parse(out, nullptr, false);
+    ASSERT_FALSE(after.is_discarded()) << out;
+    // Collect the parser's payload values in the same places.
+    std::vector<json> expected;
+    auto take = [&](const json& obj) {
+      if (obj.is_object() && obj.contains("payload") && !obj["payload"].is_null()) expected.push_back(obj["payload"]);
+    };
+    take(original);
+    for (const auto& [k, v] : original.items()) {
+      if (!v.is_array()) continue;
+      for (const auto& m : v) take(m);
+    }
+    ASSERT_EQ(payloads.size(), expected.size()) << body;
+    for (size_t k = 0; k < payloads.size(); ++k) {
+      const json got = json::parse(payloads[k], nullptr, false);
+      ASSERT_FALSE(got.is_discarded()) << payloads[k];
+      EXPECT_EQ(got, expected[k]) << body;
+    }
+  }
+  EXPECT_GT(rewritten, 1000u);  // the mutations left enough valid bodies to compare
 }
 
 TEST_F(HttpApiTest, PriorityForms) {

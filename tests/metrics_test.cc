@@ -255,7 +255,7 @@ TEST(MetricsTest, PrometheusTextIsWellFormed) {
        {"herald_connections_accepted_total", "herald_connections_current", "herald_connections_rejected_total",
         "herald_connections_closed_total", "herald_frames_in_total", "herald_frames_out_total", "herald_bytes_in_total",
         "herald_bytes_out_total", "herald_publishes_total", "herald_publish_errors_total", "herald_dedup_hits_total",
-        "herald_deliveries_total", "herald_shed_total", "herald_auth_failures_total", "herald_subscriptions_current",
+        "herald_deliveries_total", "herald_shed_total", "herald_collapsed_total", "herald_auth_failures_total", "herald_subscriptions_current",
         "herald_queued_bytes", "herald_api_requests_total", "herald_delivery_latency_seconds"}) {
     EXPECT_TRUE(families.count(f)) << f;
   }

@@ -445,3 +445,65 @@ TEST_F(DurableHubTest, OffsetsEpochsAndIdsSurviveReopening) {
 
 }  // namespace
 }  // namespace herald::server
+
+namespace herald::server {
+namespace {
+
+// store.commit_max_bytes: a transaction holds at most that many publication bytes
+// (always at least one write), so a burst is committed in several bounded transactions,
+// in order; with no bound the same burst is one transaction.
+TEST(DurableCommitBytes, TransactionsAreBoundedInBytesAndKeepTheirOrder) {
+  for (const size_t max_bytes : {size_t{4096}, size_t{0}}) {
+    TempDir dir;
+    SqliteSettings s;
+    s.dir = dir.path();
+    SqliteStore store(s);
+    std::string error;
+    ASSERT_TRUE(store.open(error)) << error;
+    DurableSettings ds;
+    ds.commit_window_us = 1'000'000;  // everything below arrives within one window (waited out only without a bound)
+    ds.commit_max_bytes = max_bytes;
+    DurableHistory durable(store, ds);
+    ASSERT_TRUE(durable.load(error)) << error;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<uint64_t> committed;
+    durable.start(
+        [&](const PublicationPtr& r, bool ok) {
+          EXPECT_TRUE(ok);
+          durable.make_visible(*r);
+          std::lock_guard lock(mu);
+          committed.push_back(r->offset());
+          cv.notify_all();
+        },
+        [](std::vector<DismissNotice>&&) {});
+    ChannelOptions o;
+    o.durable = true;
+    size_t body = 0;
+    for (int i = 0; i < 40; ++i) {
+      v1::Publication p;
+      p.set_channel("dur:bytes");
+      p.set_payload(std::string(1000, 'x'));
+      body = durable.append(std::move(p), o, 1000)->body().size();
+    }
+    {
+      std::unique_lock lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return committed.size() == 40; }));
+    }
+    std::vector<uint64_t> in_order(40);
+    for (uint64_t i = 0; i < 40; ++i) in_order[i] = i + 1;
+    EXPECT_EQ(committed, in_order);
+    const DurableStats st = durable.stats();
+    durable.stop();
+    if (max_bytes > 0) {
+      EXPECT_EQ(st.max_batch, max_bytes / body) << "body " << body;
+      EXPECT_GE(st.commits, 40 / (max_bytes / body));
+    } else {
+      EXPECT_EQ(st.commits, 1u);
+      EXPECT_EQ(st.max_batch, 40u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace herald::server

@@ -191,8 +191,11 @@ class HeralddProcess {
   nlohmann::json ready_;
 };
 
-inline int connect_tcp(uint16_t port, const char* host = "127.0.0.1") {
+// `receive_buffer` > 0: SO_RCVBUF, set before connect() so the window offered in the
+// handshake already fits it (tcp(7): it must be set before connect to take effect).
+inline int connect_tcp(uint16_t port, const char* host = "127.0.0.1", int receive_buffer = 0) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
@@ -219,7 +222,10 @@ struct Received {
 // A blocking binary-protocol client over a real TCP socket.
 class Client {
  public:
-  explicit Client(uint16_t port, const char* host = "127.0.0.1") : fd_(connect_tcp(port, host)) {}
+  // `receive_buffer` > 0: a small receive buffer from the start (see connect_tcp), for
+  // slow consumers that must later receive everything promptly.
+  explicit Client(uint16_t port, const char* host = "127.0.0.1", int receive_buffer = 0)
+      : fd_(connect_tcp(port, host, receive_buffer)) {}
   ~Client() {
     if (ssl_ != nullptr) SSL_free(ssl_);
     if (fd_ >= 0) ::close(fd_);
@@ -388,6 +394,11 @@ class Client {
   bool closed() const { return closed_; }
   codec::Status error() const { return error_; }
   const v1::Welcome& welcome() const { return welcome_; }
+  // Shrinks SO_RCVBUF after connect: the kernel has already offered a bigger window, so
+  // it drops data that no longer fits and the server's TCP retransmits with exponential
+  // backoff (seconds of silence once the client reads again). Fine for a client that is
+  // only meant to be closed as a slow consumer; one that must later receive everything
+  // promptly passes receive_buffer to the constructor instead.
   void shrink_receive_buffer(int bytes) { ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes); }
 
  private:
