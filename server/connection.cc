@@ -224,12 +224,6 @@ void Connection::queue_publication(const PublicationPtr& p) {
   const bool collapse = ctx.config->policy_for(p->channel()).latest_value;
   switch (lanes_.enqueue(p, &frames, prio, loop_->now_ms(), collapse)) {
     case EnqueueOutcome::kQueued:
-      // Receipts: "sent" once queued to one of the user's connections (personal channels).
-      if (ctx.durable != nullptr && namespace_of(p->channel()) == kUserNamespace &&
-          ctx.config->policy_for(p->channel()).durable) {
-        ctx.durable->note_sent(p->channel(), p->offset(), device_key(), unix_ms());
-      }
-      break;
     case EnqueueOutcome::kShed:
       break;
     case EnqueueOutcome::kSlowConsumer:
@@ -240,6 +234,22 @@ void Connection::queue_publication(const PublicationPtr& p) {
       start_closing(CloseReason::kSlowConsumer);
       break;
   }
+}
+
+void Connection::note_written(void* self, const PublicationRecord& p) noexcept {
+  auto* c = static_cast<Connection*>(self);
+  ServerContext& ctx = c->loop_->context();
+  if (namespace_of(p.channel()) != kUserNamespace || !ctx.config->policy_for(p.channel()).durable) return;
+  try {
+    ctx.durable->note_sent(p.channel(), p.offset(), c->device_key(), unix_ms());
+  } catch (const std::bad_alloc&) {
+    // The receipt stays "pending"; the message itself was written.
+  }
+}
+
+WrittenHook Connection::written_hook() noexcept {
+  if (loop_->context().durable == nullptr) return {};
+  return {&Connection::note_written, this};
 }
 
 void Connection::send_publication(const PublicationPtr& p) noexcept {
@@ -316,7 +326,7 @@ void Connection::flush_plain() {
       return;
     }
     m->bytes_out(static_cast<size_t>(w));
-    lanes_.consumed(static_cast<size_t>(w), loop_->now_ms());
+    lanes_.consumed(static_cast<size_t>(w), loop_->now_ms(), written_hook());
     if (static_cast<size_t>(w) < want) {
       write_blocked_ = true;
       watch(reading(), true);
@@ -350,7 +360,7 @@ void Connection::flush_tls() {
     space.iov_len = total;
     evbuffer_commit_space(out, &space, 1);
     m->bytes_out(total);
-    lanes_.consumed(total, loop_->now_ms());
+    lanes_.consumed(total, loop_->now_ms(), written_hook());
   }
 }
 

@@ -443,7 +443,7 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
   return n;
 }
 
-void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
+void DeliveryLanes::consumed(size_t n, uint64_t now_ms, WrittenHook written) noexcept {
   if (s_ == nullptr) return;
   size_t left = n;
   while (left > 0 && s_->ring_count > 0) {
@@ -464,7 +464,13 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms) noexcept {
       const auto type = static_cast<codec::FrameType>(((s.header[6] << 8) | s.header[7]) & codec::kTypeMask);
       counters_->out.add(type, frame_size(e->frames, s.frame));
     }
-    if (--e->in_flight == 0 && e->next_frame == e->end_frame) release(e);
+    if (--e->in_flight == 0 && e->next_frame == e->end_frame) {
+      if (written.fn != nullptr && !e->control) {
+        const PublicationRecord* r = static_cast<PublicationEntry*>(e)->record.get();
+        if (r != nullptr) written.fn(written.ctx, *r);
+      }
+      release(e);
+    }
   }
   const size_t done = n - left;
   sub_queued(done);

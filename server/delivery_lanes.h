@@ -24,6 +24,13 @@ struct OutputLimits {
   size_t batch_bytes = 64 * 1024;  // most bytes prepared for one write
 };
 
+// Called by consumed() for each publication (queued with a record) whose last byte was
+// just written; a null `fn` is never called. `fn` must not touch the lanes it is called from.
+struct WrittenHook {
+  void (*fn)(void* ctx, const PublicationRecord& publication) noexcept = nullptr;
+  void* ctx = nullptr;
+};
+
 enum class EnqueueOutcome : uint8_t {
   kQueued,        // the lanes own it now
   kShed,          // a P2/P3 message was dropped because of the soft limit (counted)
@@ -147,8 +154,9 @@ class DeliveryLanes {
 
   // `n` bytes of what the last prepare() described were written (a partial write is
   // fine: the rest stays first in line). Frees finished messages. `n` beyond what is in
-  // flight is ignored.
-  void consumed(size_t n, uint64_t now_ms) noexcept;
+  // flight is ignored. `written`: told of every publication completely written by these
+  // bytes (message receipts' "sent"), in the order written.
+  void consumed(size_t n, uint64_t now_ms, WrittenHook written = {}) noexcept;
 
   // True when queued bytes are above the soft limit and have been ever since a moment at
   // least soft_ms before `now_ms` (the caller closes with kSlowConsumer). For the

@@ -278,7 +278,7 @@ bool WsConnection::fill_from_lanes() {
     fail_transport();
     return false;
   }
-  lanes.consumed(total, monotonic_ms());
+  lanes.consumed(total, c_->loop_->now_ms(), c_->written_hook());
   return true;
 }
 

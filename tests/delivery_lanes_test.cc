@@ -304,6 +304,72 @@ TEST_F(DeliveryLanesTest, ControlThenP0ThenP1ToP3) {
   EXPECT_EQ(counters_.queued_bytes, 0);
 }
 
+// Receipts' "sent": the hook hears of a publication once its last byte is written, in
+// the order written, never of control frames, half-written, shed or discarded ones.
+TEST_F(DeliveryLanesTest, WrittenHookHearsOfEachPublicationOnceItsLastByteIsWritten) {
+  limits_.soft_bytes = 6000;
+  DeliveryLanes lanes(&limits_, &counters_);
+  ASSERT_EQ(pub(lanes, 1, 1, 40), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, 2, 1, 3000), EnqueueOutcome::kQueued);  // fragmented (512-byte frames)
+  ASSERT_EQ(lanes.enqueue_control(pong(9), 0), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, 3, 0, 40), EnqueueOutcome::kQueued);
+  std::vector<uint64_t> written;
+  const WrittenHook hook{[](void* ctx, const PublicationRecord& p) noexcept {
+                           static_cast<std::vector<uint64_t>*>(ctx)->push_back(p.offset());
+                         },
+                         &written};
+  // Seven bytes at a time: every frame is written in several pieces.
+  Bytes wire;
+  size_t rounds = 0;
+  while (!lanes.empty() && rounds < 100000) {
+    iovec iov[64];
+    const size_t n = lanes.prepare(iov, 64);
+    size_t total = 0;
+    for (size_t i = 0; i < n; ++i) total += iov[i].iov_len;
+    const size_t w = std::min<size_t>(7, total);
+    size_t left = w;
+    for (size_t i = 0; i < n && left > 0; ++i) {
+      const size_t take = std::min(left, iov[i].iov_len);
+      const auto* b = static_cast<const uint8_t*>(iov[i].iov_base);
+      wire.insert(wire.end(), b, b + take);
+      left -= take;
+    }
+    lanes.consumed(w, 0, hook);
+    // Told exactly when the client has every byte of it: a reader given what was
+    // written so far has decoded the same publications, no more, no fewer.
+    codec::ReaderLimits rl;
+    rl.compression = false;
+    codec::MessageReader reader(rl);
+    std::vector<uint64_t> whole;
+    std::span<const uint8_t> in(wire);
+    for (;;) {
+      codec::InboundMessage m;
+      const codec::DecodeResult r = reader.read(in, 0, m);
+      in = in.subspan(r.consumed);
+      if (r.status != codec::Status::kOk) break;
+      if (m.type != codec::FrameType::kPublication) continue;
+      v1::Publication pb;
+      ASSERT_TRUE(pb.ParseFromArray(m.body.data(), static_cast<int>(m.body.size())));
+      whole.push_back(pb.offset());
+    }
+    ASSERT_EQ(written, whole) << "after " << wire.size() << " bytes";
+    ++rounds;
+  }
+  EXPECT_EQ(written, (std::vector<uint64_t>{3, 1, 2}));  // P0 first, then P1 in order
+
+  // Shed, discarded and cleared publications are never reported.
+  written.clear();
+  ASSERT_EQ(pub(lanes, 10, 3, 5000), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, 11, 3, 5000), EnqueueOutcome::kShed);
+  write_once(lanes, wire, 1);  // a header of 10 only: it stays in flight
+  ASSERT_EQ(pub(lanes, 12, 2, 40), EnqueueOutcome::kQueued);
+  lanes.discard_queued();  // 12 goes; 10's prepared frames stay
+  lanes.consumed(0, 0, hook);
+  EXPECT_TRUE(written.empty());
+  lanes.clear();
+  EXPECT_TRUE(written.empty());
+}
+
 TEST_F(DeliveryLanesTest, QueuedBytesGaugeIsTheSumOverTheLoopsLanes) {
   DeliveryLanes a(&limits_, &counters_);
   DeliveryLanes b(&limits_, &counters_);
