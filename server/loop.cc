@@ -200,13 +200,20 @@ void Loop::deliver(const PublicationPtr& p) {
 // ---------------------------------------------------------------- publish admission
 
 bool Loop::admission_closed(bool urgent) const noexcept {
-  const uint64_t limit = context_->publish_backlog;
-  return backlog_above(urgent ? kUrgentBacklogFactor * limit : limit);
+  return context_->loops != nullptr && admission_closed(*context_->loops, context_->publish_backlog, urgent);
 }
 
 bool Loop::backlog_above(uint64_t deliveries) const noexcept {
-  if (context_->loops == nullptr) return false;
-  for (const auto& loop : *context_->loops) {
+  return context_->loops != nullptr && backlog_above(*context_->loops, deliveries);
+}
+
+bool Loop::admission_closed(const std::vector<std::unique_ptr<Loop>>& loops, uint64_t publish_backlog,
+                            bool urgent) noexcept {
+  return backlog_above(loops, urgent ? kUrgentBacklogFactor * publish_backlog : publish_backlog);
+}
+
+bool Loop::backlog_above(const std::vector<std::unique_ptr<Loop>>& loops, uint64_t deliveries) noexcept {
+  for (const auto& loop : loops) {
     if (loop->backlog() > deliveries) return true;
   }
   return false;

@@ -95,6 +95,10 @@ class Loop {
   bool admission_closed(bool urgent) const noexcept;
   // True if some loop's backlog() is above `deliveries`.
   bool backlog_above(uint64_t deliveries) const noexcept;
+  // The same for any thread (the HTTP API refuses publishes with kRateLimited then).
+  static bool admission_closed(const std::vector<std::unique_ptr<Loop>>& loops, uint64_t publish_backlog,
+                               bool urgent) noexcept;
+  static bool backlog_above(const std::vector<std::unique_ptr<Loop>>& loops, uint64_t deliveries) noexcept;
   // Stop reading `c` (it published past admission_closed); it resumes when every
   // loop's backlog is below half of publish_backlog (checked every millisecond meanwhile).
   void pause_reader(Connection* c);

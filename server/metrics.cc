@@ -264,7 +264,8 @@ std::string Metrics::prometheus_text() const {
   w.family("herald_dedup_hits_total", "counter", "Publishes answered as duplicates of an earlier message id.");
   w.sample("herald_dedup_hits_total", {}, s.dedup_hits);
   w.family("herald_publish_pauses_total", "counter",
-           "Times a publishing connection stopped being read while an event loop was too far behind.");
+           "Times a publishing connection stopped being read, or an API publish was refused (429), "
+           "while an event loop was too far behind.");
   w.sample("herald_publish_pauses_total", {}, s.publish_pauses);
 
   w.family("herald_deliveries_total", "counter", "Publications written to subscriber connections, by priority.");

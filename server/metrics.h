@@ -171,8 +171,9 @@ class Metrics {
   void published(PublishSource s) noexcept { add(publishes_[index(s)]); }
   void publish_error() noexcept { add(publish_errors_); }
   void dedup_hit() noexcept { add(dedup_hits_); }
-  // A publishing connection stopped being read because an event loop was too far
-  // behind (publish admission, Loop::admission_closed).
+  // Publish admission (Loop::admission_closed): a publishing connection stopped being
+  // read, or an API publish was refused with kRateLimited, because an event loop was
+  // too far behind.
   void publish_paused() noexcept { add(publish_pauses_); }
 
   // --- delivery. Priorities outside 0..3 count as P3 (server convention).

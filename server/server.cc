@@ -507,6 +507,11 @@ ApiPublishResult Server::publish_one(const std::string& channel, const ApiPublis
     out.status = codec::Status::kGoingAway;
     return out;
   }
+  if (Loop::admission_closed(loops_, context_.publish_backlog, r.priority <= 1)) {
+    out.status = codec::Status::kRateLimited;  // publish admission: the loops are behind
+    metrics_.publish_paused();
+    return out;
+  }
   PublishDraft d = draft_of(channel, r);
   return result_of(channel, hub_->publish(std::move(d), unix_ms(), monotonic_ms()));
 }
@@ -518,6 +523,15 @@ void Server::publish_async(const std::string& channel, const ApiPublishRequest& 
     ApiPublishResult out;
     out.channel = channel;
     out.status = codec::Status::kGoingAway;
+    done(out);
+    return;
+  }
+  if (Loop::admission_closed(loops_, context_.publish_backlog, r.priority <= 1)) {
+    // Publish admission: the event loops are too far behind; nothing was published.
+    ApiPublishResult out;
+    out.channel = channel;
+    out.status = codec::Status::kRateLimited;
+    metrics_.publish_paused();
     done(out);
     return;
   }

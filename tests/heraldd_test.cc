@@ -2,6 +2,10 @@
 // TESTING.md "Framing and parsing", "Abuse, limits, timeouts", "Auth".
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "tests/support/heraldd_process.h"
 
 namespace herald::testing {
@@ -632,6 +636,63 @@ TEST_F(HeralddAdmission, AFloodingPublisherIsPausedAndNothingIsLostOrReordered) 
   }
   EXPECT_GT(metric(server_.port("api"), "herald_publish_pauses_total"), 0);
   EXPECT_EQ(metric(server_.port("api"), "herald_shed_total{priority=\"P3\"}"), 0);
+}
+
+// The HTTP API cannot stop reading a request: while the loops are behind it refuses the
+// publish with 429 kRateLimited, and nothing of it was published.
+TEST_F(HeralddAdmission, ApiPublishesAreRefusedWithRateLimitedWhileTheLoopsAreBehind) {
+  std::vector<std::unique_ptr<Client>> subs;
+  for (int i = 0; i < 10; ++i) {
+    subs.push_back(std::make_unique<Client>(server_.port("tcp")));
+    ASSERT_TRUE(subs.back()->handshake(make_token("reader" + std::to_string(i))));
+    ASSERT_EQ(subs.back()->subscribe("chat:api")->type, FrameType::kSubscribeOk);
+  }
+  Client writer(server_.port("tcp"));
+  ASSERT_TRUE(writer.handshake(make_token("writer", {{"publish", true}})));
+  std::atomic<bool> flood_done{false};
+  std::thread flood([&] {  // keeps the loops busy while the API publishes
+    v1::Publish p;
+    p.set_channel("chat:api");
+    p.set_priority(v1::P3);
+    p.set_payload(std::string(100, 'f'));
+    for (int i = 0; i < 20000 && !flood_done; ++i) {
+      p.set_request_id(static_cast<uint64_t>(i + 1));
+      if (!writer.send(p)) break;
+    }
+    flood_done = true;
+  });
+  std::string refused_id;
+  nlohmann::json refusal;
+  for (int i = 0; i < 2000 && refused_id.empty() && !flood_done; ++i) {
+    const std::string id = "api-" + std::to_string(i);
+    HttpResponse r = publish(server_, publish_body("chat:api", "from the API", 3, id));
+    if (r.status == 429) {
+      refused_id = id;
+      refusal = nlohmann::json::parse(r.body, nullptr, false);
+    } else {
+      ASSERT_EQ(r.status, 200) << r.body;
+    }
+  }
+  flood_done = true;
+  flood.join();
+  ASSERT_FALSE(refused_id.empty()) << "no API publish was refused during the flood";
+  EXPECT_EQ(refusal["error"]["code"], static_cast<int>(Status::kRateLimited)) << refusal.dump();
+  EXPECT_EQ(refusal["error"]["name"], "kRateLimited");
+  EXPECT_EQ(refusal["error"]["temporary"], true);
+  // Nothing of the refused message was published: once the loops caught up, the same
+  // message id is published as new (not answered as a duplicate of a stored one).
+  nlohmann::json again;
+  for (int i = 0; i < 100; ++i) {
+    HttpResponse r = publish(server_, publish_body("chat:api", "from the API", 3, refused_id));
+    if (r.status == 200) {
+      again = nlohmann::json::parse(r.body, nullptr, false);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(again.is_object()) << "still refused after the flood";
+  EXPECT_EQ(again.value("duplicate", true), false) << again.dump();
+  EXPECT_GT(metric(server_.port("api"), "herald_publish_pauses_total"), 0);
 }
 
 }  // namespace
