@@ -16,30 +16,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Nesting is bounded by the API before the scanner runs (64 levels).
-bool nesting_ok(std::string_view s) {
-  size_t depth = 0;
-  bool in_string = false, escaped = false;
-  for (const char c : s) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > 64) return false;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return true;
-}
-
 void collect(const Json& obj, std::vector<Json>& out) {
   if (!obj.is_object()) return;
   const auto it = obj.find("payload");
@@ -50,7 +26,8 @@ void collect(const Json& obj, std::vector<Json>& out) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body(reinterpret_cast<const char*>(data), size);
-  if (!nesting_ok(body)) return 0;
+  // Nesting is bounded by the API before the scanner runs (64 levels).
+  if (!herald::server::nesting_within(body, 64)) return 0;
   std::string out;
   std::vector<std::string> payloads;
   if (herald::server::extract_payloads(body, out, payloads) != herald::server::PayloadScan::kRewritten) return 0;

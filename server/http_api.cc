@@ -126,30 +126,6 @@ json error_object(const ApiError& e) {
 // Serialization never throws on bad UTF-8 (ids from URLs can hold any byte).
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-bool nesting_within(std::string_view s, size_t max_depth) {
-  size_t depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : s) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return false;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return true;
-}
-
 bool all_whitespace(std::string_view s) {
   for (const char c : s)
     if (c != ' ' && c != '\t' && c != '\r' && c != '\n') return false;

@@ -285,4 +285,28 @@ PayloadScan extract_payloads(std::string_view body, std::string& out, std::vecto
   return PayloadScan::kRewritten;
 }
 
+bool nesting_within(std::string_view s, size_t max_depth) noexcept {
+  size_t depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : s) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
 }  // namespace herald::server

@@ -32,4 +32,9 @@ enum class PayloadScan {
 // then reports it). `body` must already be known to nest at most 64 levels deep.
 PayloadScan extract_payloads(std::string_view body, std::string& out, std::vector<std::string>& payloads);
 
+// True if no array or object in `s` (JSON text, valid or not) opens more than `max_depth`
+// levels deep; brackets inside strings do not count. One pass, no allocation: the API
+// checks it before any parser recurses into the body.
+bool nesting_within(std::string_view s, size_t max_depth) noexcept;
+
 }  // namespace herald::server
