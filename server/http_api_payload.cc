@@ -3,7 +3,10 @@
 // compacted. It never builds a DOM.
 #include "server/http_api_payload.h"
 
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace herald::server {
 
@@ -143,12 +146,19 @@ class Scanner {
       ++p_;
       if (!digits()) return false;
     }
+    bool exponent = false;
     if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
+      exponent = true;
       ++p_;
       if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
       if (!digits()) return false;
     }
-    if (out != nullptr) out->append(reinterpret_cast<const char*>(start), static_cast<size_t>(p_ - start));
+    const std::string_view text(reinterpret_cast<const char*>(start), static_cast<size_t>(p_ - start));
+    // The grammar allows numbers no double holds (-55e920, 400 digits); the JSON parser
+    // refuses them ("number overflow"), and so does the scanner: clients parsing the
+    // payload would fail or see infinity. Only such long or exponent numbers are checked.
+    if ((exponent || text.size() > 300) && !std::isfinite(std::strtod(std::string(text).c_str(), nullptr))) return false;
+    if (out != nullptr) out->append(text);
     return true;
   }
 
