@@ -11,6 +11,8 @@
 #   --out     JSON lines go there (default: stdout); progress goes to stderr
 #   --build   build directory (default build/release; Release for measurements)
 #   --only    run only these workloads (W1 W2 W3 W4 W5 W6 W7; W8 = W1/W2 of herald-ws)
+# Environment (full mode): W2_BIG=0 skips W2 at 10,000 subscribers; W5_N sets W5's
+# subscriber count (default 1000).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -147,7 +149,7 @@ if [[ $MODE == quick ]]; then
   W1_N=300 W2_N=200 W2_BIG=0 W3_N=300 W3_RATE=2000 W5_N=100 W6_N=300 SECS=1 SETTLE=0.3 W4_SECS=1 W7_COUNT=300 W7_TRAIN=500
 else
   RUNS=${RUNS:-3}
-  W1_N=10000 W2_N=1000 W2_BIG=10000 W3_N=10000 W3_RATE=25000 W5_N=${W5_N:-1000} W6_N=10000 SECS=5 SETTLE=2 W4_SECS=10 W7_COUNT=5000 W7_TRAIN=5000
+  W1_N=10000 W2_N=1000 W2_BIG=${W2_BIG:-10000} W3_N=10000 W3_RATE=25000 W5_N=${W5_N:-1000} W6_N=10000 SECS=5 SETTLE=2 W4_SECS=10 W7_COUNT=5000 W7_TRAIN=5000
 fi
 COMMON=(--connect-timeout 120 --drain-timeout 10 --sub-workers 2)
 
