@@ -215,13 +215,12 @@ void Connection::send(codec::EncodedMessage&& frame) noexcept {
   }
 }
 
-void Connection::queue_publication(const PublicationPtr& p) {
+void Connection::queue_publication(const PublicationPtr& p, bool collapse) {
   ServerContext& ctx = loop_->context();
   const auto& frames = p->encoded(session_.wire_variant(), ctx.shared_encoding, loop_->codec());
   const int prio = p->priority() >= 0 && p->priority() <= 3 ? p->priority() : 3;
   // Queued and shed messages are counted by the lanes (LaneCounters, reported by the loop).
   // State channels: a newer value replaces a queued older one with the same collapse key.
-  const bool collapse = ctx.config->policy_for(p->channel()).latest_value;
   switch (lanes_.enqueue(p, &frames, prio, loop_->now_ms(), collapse)) {
     case EnqueueOutcome::kQueued:
     case EnqueueOutcome::kShed:
@@ -253,7 +252,8 @@ WrittenHook Connection::written_hook() noexcept {
 }
 
 void Connection::send_publication(const PublicationPtr& p) noexcept {
-  queue_publication(p);
+  // Replays and snapshots: one subscriber each, so the policy is looked up here.
+  queue_publication(p, loop_->context().config->policy_for(p->channel()).latest_value);
   // A replay (a durable inbox can hold a thousand messages) is queued in one callback:
   // write as it grows, so the socket takes what it can before the output limits count it.
   if (!closing_ && !reaped_ && lanes_.queued_bytes() >= loop_->context().output_limits.batch_bytes) flush();
@@ -264,13 +264,13 @@ const std::string& Connection::device_key() const noexcept {
   return session_.device_id().empty() ? kDefault : session_.device_id();
 }
 
-void Connection::deliver(const PublicationPtr& p) {
+void Connection::deliver(const PublicationPtr& p, bool collapse) {
   if (closing_) return;
   if (!session_.wants(*p)) {
     if (!codec::ok(session_.fatal())) start_closing(close_reason_for(session_.fatal()));
     return;
   }
-  queue_publication(p);
+  queue_publication(p, collapse);
   after_output();
 }
 

@@ -39,7 +39,9 @@ class Connection final : public SessionHost {
   CloseReason close_reason() const noexcept { return close_reason_; }
 
   // A live publication posted to this loop for a channel this connection joined.
-  void deliver(const PublicationPtr& p);
+  // `collapse`: its channel keeps only the latest value per collapse key (the loop
+  // looks the channel's policy up once per publication, not once per subscriber).
+  void deliver(const PublicationPtr& p, bool collapse);
   // A deferred (durable) publish of this connection finished (posted to its loop).
   void publish_done(uint64_t request_id, const std::string& channel, const SessionPublishResult& r);
   // Another device of this user read a dismiss-on-read message.
@@ -77,7 +79,7 @@ class Connection final : public SessionHost {
 
   void handle_bytes(std::span<const uint8_t> bytes);
   void handle_status(codec::Status s);
-  void queue_publication(const PublicationPtr& p);
+  void queue_publication(const PublicationPtr& p, bool collapse);
   // Receipts: a durable personal-channel publication is "sent" to this device once its
   // last byte was written (handed to TLS or WebSocket framing on those listeners).
   static void note_written(void* self, const PublicationRecord& p) noexcept;

@@ -23,6 +23,7 @@ constexpr int kPriorityFlush = 1;  // runs after every I/O callback of the itera
 constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
 constexpr uint64_t kSlotBits = 24;                 // connection id layout: see ConnectionId
 constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
+constexpr timeval kResumeRecheck{0, 1000};  // paused publishers: how often the backlog is checked
 
 }  // namespace
 
@@ -184,6 +185,7 @@ void Loop::drain_posts() {
 void Loop::deliver(const PublicationPtr& p) {
   const IdList* list = subscribers_of(p->channel());
   if (list == nullptr) return;
+  const bool collapse = context_->config->policy_for(p->channel()).latest_value;
   bool any = false;
   // No copy of the list: delivering never edits it (a connection that closes leaves
   // it when it is reaped, after this callback), and the entry stays.
@@ -191,7 +193,7 @@ void Loop::deliver(const PublicationPtr& p) {
   for (size_t i = 0; i < ids.size(); ++i) {
     Connection* c = find(ids[i]);
     if (c == nullptr) continue;
-    c->deliver(p);
+    c->deliver(p, collapse);
     any = true;
   }
   if (any) delivered_accept_us_.push_back(p->accepted_us());
@@ -221,10 +223,7 @@ bool Loop::backlog_above(const std::vector<std::unique_ptr<Loop>>& loops, uint64
 
 void Loop::pause_reader(Connection* c) {
   context_->metrics->publish_paused();
-  if (paused_readers_.empty()) {
-    static constexpr timeval kRecheck{0, 1000};
-    evtimer_add(resume_ev_, &kRecheck);
-  }
+  if (paused_readers_.empty()) evtimer_add(resume_ev_, &kResumeRecheck);
   paused_readers_.push_back(c->id());
 }
 
@@ -232,8 +231,7 @@ void Loop::on_resume_readers(evutil_socket_t, short, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   loop->refresh_clock();
   if (loop->backlog_above(loop->context_->publish_backlog / 2)) {
-    static constexpr timeval kRecheck{0, 1000};
-    evtimer_add(loop->resume_ev_, &kRecheck);
+    evtimer_add(loop->resume_ev_, &kResumeRecheck);
     return;
   }
   std::vector<ConnectionId> ids;
