@@ -309,6 +309,7 @@ Status ClientSession::on_subscribe_ok(const codec::InboundMessage& m, uint64_t n
     s->epoch = ok.epoch();  // we had seen nothing of a channel without history; it now has one
   }
   s->known = true;
+  s->durable = ok.durable();
   if (!(resumed && ok.recovered() && ok.epoch() == s->epoch)) {
     // A fresh start, or history lost: continue after the channel's latest offset.
     s->epoch = ok.epoch();
@@ -611,6 +612,9 @@ void ClientSession::flush_acks() noexcept {
   acks_dirty_ = false;
   for (Sub& s : subs_) {
     if (s.phase != Sub::Phase::kActive && s.phase != Sub::Phase::kRefilling) continue;
+    // §10.6: the server keeps no per-device state for a live channel, so its acks would
+    // only cost a frame each way through both event loops.
+    if (!s.durable) continue;
     const uint64_t c = s.processed.contiguous();
     if (c <= s.acked) continue;
     s.acked = c;

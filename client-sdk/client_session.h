@@ -186,6 +186,7 @@ class ClientSession {
     uint64_t gap_since_ms = UINT64_MAX;
     enum class Phase : uint8_t { kIdle, kSubscribing, kActive, kRefilling } phase = Phase::kIdle;
     bool resuming = false;     // the Subscribe in flight asked to resume
+    bool durable = false;      // SubscribeOk.durable: only durable channels are acked
   };
 
   codec::Status handle(const codec::InboundMessage& m, uint64_t now_ms, int64_t unix_ms) noexcept;

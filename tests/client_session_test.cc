@@ -61,9 +61,12 @@ class Harness {
     return take();
   }
   // Answers the Subscribe in `f` with SubscribeOk.
-  Status subscribe_ok(const ClientFrame& f, const std::string& epoch, uint64_t offset, bool recovered = false) {
+  // Channels are durable unless `durable` says otherwise (the client acks only those).
+  Status subscribe_ok(const ClientFrame& f, const std::string& epoch, uint64_t offset, bool recovered = false,
+                      bool durable = true) {
     const auto& s = f.as<v1::Subscribe>();
     v1::SubscribeOk ok;
+    ok.set_durable(durable);
     ok.set_request_id(s.request_id());
     ok.set_channel(s.channel());
     ok.set_epoch(epoch);
@@ -151,6 +154,44 @@ TEST(ClientSession, DeliversOnceAcksContiguousOffsets) {
   EXPECT_EQ(offset, 13u);
   ASSERT_FALSE(h.host.positions.empty());
   EXPECT_EQ(h.host.positions.back().offset, 13u);
+}
+
+// A live channel (SubscribeOk.durable = false) keeps no per-device state on the server, so
+// the client sends it no Ack; the processed position still moves and is reported. A durable
+// channel on the same connection is acked as usual.
+TEST(ClientSession, LiveChannelsAreNotAckedButTheirPositionMoves) {
+  Harness h;
+  h.session.subscribe("ticker");
+  h.session.subscribe("news");
+  auto subs = h.ready();
+  ASSERT_EQ(subs.size(), 2u);
+  ASSERT_EQ(h.subscribe_ok(subs[0], "T1", 0, false, /*durable=*/false), Status::kOk);
+  ASSERT_EQ(h.subscribe_ok(subs[1], "E1", 0, false, /*durable=*/true), Status::kOk);
+  ASSERT_EQ(h.host.subscribed.size(), 2u);
+  EXPECT_FALSE(h.host.subscribed[0].durable);
+  EXPECT_TRUE(h.host.subscribed[1].durable);
+  std::vector<uint8_t> batch;
+  for (uint64_t i = 1; i <= 3; ++i) append(batch, h.server.frame(make_pub("ticker", "T1", i)));
+  ASSERT_EQ(h.feed(batch), Status::kOk);
+  EXPECT_TRUE(h.take().empty());  // no Ack for the live channel
+  ASSERT_EQ(h.host.pubs.size(), 3u);
+  std::string epoch;
+  uint64_t offset = 0;
+  ASSERT_TRUE(h.session.position("ticker", epoch, offset));
+  EXPECT_EQ(offset, 3u);
+  ASSERT_FALSE(h.host.positions.empty());
+  EXPECT_EQ(h.host.positions.back().channel, "ticker");
+  EXPECT_EQ(h.host.positions.back().offset, 3u);
+  // The durable channel next to it is acked.
+  ASSERT_EQ(h.send(make_pub("news", "E1", 1)), Status::kOk);
+  auto acks = h.take();
+  ASSERT_EQ(acks.size(), 1u);
+  ASSERT_EQ(acks[0].type, FrameType::kAck);
+  EXPECT_EQ(acks[0].as<v1::Ack>().channel(), "news");
+  EXPECT_EQ(acks[0].as<v1::Ack>().offset(), 1u);
+  // A manual ack of the live channel is accepted (it moves the position) and sends nothing.
+  EXPECT_TRUE(h.session.ack("ticker", "T1", 3));
+  EXPECT_TRUE(h.take().empty());
 }
 
 TEST(ClientSession, PublicationsOfOtherChannelsAreIgnored) {
@@ -641,6 +682,7 @@ TEST(ClientSession, AnyChunkingGivesTheSameEvents) {
   sok.set_request_id(1);
   sok.set_channel("news");
   sok.set_epoch("E1");
+  sok.set_durable(true);
   append(stream, server.frame(sok));
   for (uint64_t i = 1; i <= 3; ++i) append(stream, server.frame(make_pub("news", "E1", i, std::string(i * 50, 'x'))));
   v1::Ping ping;

@@ -166,6 +166,7 @@ class HeraldProtocol final : public Protocol {
     uint64_t contiguous = 0; // every offset <= this one was received
     uint64_t above = 0;      // bit i: contiguous + 1 + i received (out of order, priorities)
     uint64_t acked = 0;
+    bool durable = false;    // SubscribeOk.durable: like the SDK, ack durable channels only
   };
 
   // ---- output ----
@@ -354,6 +355,11 @@ class HeraldProtocol final : public Protocol {
         if (pending_subscribes_ == 0) sink_->on_ready();
         return true;
       case FrameType::kSubscribeOk: {
+        v1::SubscribeOk ok;
+        if (!codec::ok(codec::parse_message(m.type, m.body, SIZE_MAX, ok))) return fail("malformed SubscribeOk");
+        for (Sub& c : subs_) {
+          if (c.channel == ok.channel()) c.durable = ok.durable();
+        }
         if (pending_subscribes_ > 0 && --pending_subscribes_ == 0) sink_->on_ready();
         return true;
       }
@@ -372,8 +378,8 @@ class HeraldProtocol final : public Protocol {
     }
   }
 
-  // Tracks the highest contiguous offset per channel; flush_acks sends one Ack per channel
-  // per batch of input whose contiguous offset moved (what the client SDK does).
+  // Tracks the highest contiguous offset per channel; flush_acks sends one Ack per durable
+  // channel per batch of input whose contiguous offset moved (what the client SDK does).
   void note_offset(std::string_view channel, uint64_t offset) {
     Sub* s = nullptr;
     for (Sub& c : subs_) {
@@ -402,7 +408,7 @@ class HeraldProtocol final : public Protocol {
     if (!acks_dirty_) return;
     acks_dirty_ = false;
     for (Sub& s : subs_) {
-      if (!s.known || s.contiguous <= s.acked) continue;
+      if (!s.known || !s.durable || s.contiguous <= s.acked) continue;
       s.acked = s.contiguous;
       std::string body;
       put_bytes_field(body, 1, s.channel);

@@ -1,5 +1,6 @@
 // Tests of the load generator's Herald adapter (TCP and herald.v1 WebSocket) against the real
 // heraldd, and of its latency histogram. The adapter is sans-IO: these tests own the sockets.
+#include <algorithm>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -99,7 +100,8 @@ std::vector<std::vector<uint8_t>> bodies_of(const std::string& stream, codec::Fr
 class HeraldAdapter : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(server_.start({"--namespace", "name=bench,subscribe=any,publish=any"}));
+    ASSERT_TRUE(server_.start({"--namespace", "name=bench,subscribe=any,publish=any", "--namespace",
+                               "name=dur,subscribe=any,publish=any,durable=true"}));
     port_ = server_.port(GetParam() ? "ws" : "tcp");
   }
   std::unique_ptr<Protocol> make(const std::string& user, bool publish, int priority = 1) {
@@ -109,15 +111,17 @@ class HeraldAdapter : public ::testing::TestWithParam<bool> {
   uint16_t port_ = 0;
 };
 
-// Two subscribers and a publisher: every payload (binary bytes included) arrives exactly once
-// and intact, each publish is confirmed, and the subscribers ack the highest offset.
-TEST_P(HeraldAdapter, DeliversPayloadsIntactAndAcks) {
-  const std::string channel = "bench:t";
+// Two subscribers of a live and a durable channel, and a publisher: every payload (binary
+// bytes included) arrives exactly once, intact and in order per channel, each publish is
+// confirmed, and the subscribers ack the durable channel's highest offset and never the live
+// channel (the SDK does the same: the server keeps no ack state for live channels).
+TEST_P(HeraldAdapter, DeliversPayloadsIntactAndAcksDurableChannelsOnly) {
+  const std::string channels[2] = {"bench:t", "dur:t"};
   std::vector<std::unique_ptr<Peer>> subs;
   for (int i = 0; i < 2; ++i) {
     subs.push_back(std::make_unique<Peer>(port_, make("s" + std::to_string(i), false)));
     std::string out;
-    subs.back()->p->start_subscriber(out, &channel, 1);
+    subs.back()->p->start_subscriber(out, channels, 2);
     ASSERT_TRUE(subs.back()->send(out));
     ASSERT_TRUE(subs.back()->pump([&] { return subs.back()->ev.ready == 1; })) << ::testing::PrintToString(subs.back()->ev.errors);
   }
@@ -127,28 +131,45 @@ TEST_P(HeraldAdapter, DeliversPayloadsIntactAndAcks) {
   ASSERT_TRUE(pub.send(out));
   ASSERT_TRUE(pub.pump([&] { return pub.ev.ready == 1; }));
   out.clear();
-  for (int i = 0; i < 5; ++i) pub.p->publish(out, channel, binary_payload(i));
+  std::vector<std::string> live, durable;
+  for (int i = 0; i < 5; ++i) {
+    live.push_back(binary_payload(i));
+    durable.push_back(binary_payload(100 + i));
+    pub.p->publish(out, channels[0], live.back());
+    pub.p->publish(out, channels[1], durable.back());
+  }
   ASSERT_TRUE(pub.send(out));
-  ASSERT_TRUE(pub.pump([&] { return pub.ev.published == 5; }));
+  ASSERT_TRUE(pub.pump([&] { return pub.ev.published == 10; }));
   for (auto& s : subs) {
-    ASSERT_TRUE(s->pump([&] { return s->ev.messages.size() >= 5; }));
-    ASSERT_EQ(s->ev.messages.size(), 5u);
-    for (int i = 0; i < 5; ++i) EXPECT_EQ(s->ev.messages[static_cast<size_t>(i)], binary_payload(i));
+    ASSERT_TRUE(s->pump([&] { return s->ev.messages.size() >= 10; }));
+    ASSERT_EQ(s->ev.messages.size(), 10u);
+    // Split by channel (durable deliveries wait for the store, so the channels interleave).
+    std::vector<std::string> got_live, got_durable;
+    for (const auto& m : s->ev.messages) {
+      (std::find(live.begin(), live.end(), m) != live.end() ? got_live : got_durable).push_back(m);
+    }
+    EXPECT_EQ(got_live, live);
+    EXPECT_EQ(got_durable, durable);
     EXPECT_TRUE(s->ev.errors.empty());
     if (!GetParam()) {
-      // The last Ack names the channel's highest offset (offsets start at 1 on a new channel).
+      // Acks name only the durable channel; the last names its highest offset (offsets
+      // start at 1 on a new channel).
       const auto acks = bodies_of(s->answers, codec::FrameType::kAck);
       ASSERT_FALSE(acks.empty());
-      v1::Ack a;
-      ASSERT_TRUE(a.ParseFromArray(acks.back().data(), static_cast<int>(acks.back().size())));
-      EXPECT_EQ(a.channel(), channel);
-      EXPECT_EQ(a.offset(), 5u);
+      for (const auto& body : acks) {
+        v1::Ack a;
+        ASSERT_TRUE(a.ParseFromArray(body.data(), static_cast<int>(body.size())));
+        EXPECT_EQ(a.channel(), channels[1]);
+      }
+      v1::Ack last;
+      ASSERT_TRUE(last.ParseFromArray(acks.back().data(), static_cast<int>(acks.back().size())));
+      EXPECT_EQ(last.offset(), 5u);
     }
   }
   // The same server bytes fed one at a time to a fresh adapter give the same events.
   auto replay = make("s0", false);
   std::string ignored;
-  replay->start_subscriber(ignored, &channel, 1);
+  replay->start_subscriber(ignored, channels, 2);
   Events ev;
   for (char c : subs[0]->raw) {
     const uint8_t b = static_cast<uint8_t>(c);

@@ -358,7 +358,8 @@ export class HeraldClient extends EventTarget {
   //   WebSocket: constructor (default globalThis.WebSocket; in Node pass the `ws` package's)
   //   store: position store (default MemoryPositionStore)
   //   deviceId, clientName: sent in Hello
-  //   autoAck: ack every publication once the 'publication' listeners ran (default true)
+  //   autoAck: ack every publication of a durable channel once the 'publication' listeners
+  //            ran (default true; live channels keep no ack state and are not acked)
   //   backoff: { initialMs: 500, maxMs: 30000 }: reconnect delay doubles per failure, with jitter
   //   refreshBeforeMs: refresh the token this long before it expires (default 60000)
   constructor(url, options = {}) {
@@ -371,11 +372,13 @@ export class HeraldClient extends EventTarget {
     if (!this.WebSocket) throw new Error('no WebSocket implementation: pass options.WebSocket');
     this.store = options.store ?? new MemoryPositionStore();
     this.autoAck = options.autoAck ?? true;
+    this.durable = new Set();  // channels whose SubscribeOk said durable: only those are acked
     this.backoff = { initialMs: 500, maxMs: 30000, ...(options.backoff ?? {}) };
     this.refreshBeforeMs = options.refreshBeforeMs ?? 60000;
     this.state = State.IDLE;
     this.channels = new Set();      // wanted subscriptions (re-sent after every reconnect)
     this.pending = new Map();       // request_id -> {resolve, reject, channel?}
+    this.waiters = new Map();       // channel -> [{resolve, reject}]: subscribe() before READY
     this.nextRequestId = 1;
     this.attempt = 0;
     this.ws = null;
@@ -401,6 +404,7 @@ export class HeraldClient extends EventTarget {
       try { this.ws.close(1000, 'client closed'); } catch { /* already closing */ }
     }
     this.failPending(new Error('client closed'));
+    for (const ch of [...this.waiters.keys()]) this.settleWaiters(ch, new Error('client closed'));
     this.setState(State.CLOSED, 'closed by the application');
   }
 
@@ -514,6 +518,7 @@ export class HeraldClient extends EventTarget {
       this.failPending(new Error(`connection closed (${e.code})`));
       if (this.closedByUser) return;
       if (this.fatal) {
+        for (const ch of [...this.waiters.keys()]) this.settleWaiters(ch, new Error(this.fatal));
         this.setState(State.CLOSED, this.fatal);
         return;
       }
@@ -545,14 +550,21 @@ export class HeraldClient extends EventTarget {
     return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject, channel }));
   }
 
+  // A subscribe() before READY is answered by the Subscribe sent once READY: resolved with
+  // its SubscribeOk, rejected with its Error (a refused channel), or by close().
   waitSubscribe(channel, resolve, reject) {
-    const listener = (e) => {
-      if (e.detail.channel !== channel) return;
-      this.removeEventListener('subscribed', listener);
-      resolve(e.detail);
-    };
-    this.addEventListener('subscribed', listener);
-    void reject;
+    const list = this.waiters.get(channel) ?? [];
+    list.push({ resolve, reject });
+    this.waiters.set(channel, list);
+  }
+
+  settleWaiters(channel, err, detail) {
+    const list = this.waiters.get(channel);
+    if (!list) return;
+    this.waiters.delete(channel);
+    for (const w of list) {
+      if (err) w.reject(err); else w.resolve(detail);
+    }
   }
 
   sendSubscribe(channel) {
@@ -619,7 +631,11 @@ export class HeraldClient extends EventTarget {
         if (first) {
           this.attempt = 0;
           this.setState(State.READY);
-          for (const ch of this.channels) this.sendSubscribe(ch).catch(() => {});
+          for (const ch of this.channels) {
+            // A lost connection fails the request, not the waiters: the next READY retries.
+            this.sendSubscribe(ch).then((d) => this.settleWaiters(ch, null, d),
+              (e) => { if (e.code !== undefined) this.settleWaiters(ch, e); });
+          }
         }
         break;
       }
@@ -631,6 +647,7 @@ export class HeraldClient extends EventTarget {
           channel: m.channel, epoch: m.epoch, offset: toNumber(m.offset), recovered: !!m.recovered,
           resumed: !!(p && p.resumed), durable: !!m.durable,
         };
+        if (detail.durable) this.durable.add(m.channel); else this.durable.delete(m.channel);
         // Not recovered: what was missed is gone; continue from the channel's position.
         if (!detail.recovered) this.store.set(m.channel, { epoch: m.epoch, offset: detail.offset });
         this.dispatchEvent(event('subscribed', detail));
@@ -693,6 +710,8 @@ export class HeraldClient extends EventTarget {
     };
     this.dispatchEvent(event('publication', detail));
     this.store.set(m.channel, { epoch: m.epoch, offset });
-    if (this.autoAck) this.ack(m.channel, offset);
+    // The server keeps no ack state for live channels (protocol.md §10.6): acking them would
+    // only cost a frame.
+    if (this.autoAck && this.durable.has(m.channel)) this.ack(m.channel, offset);
   }
 }

@@ -25,7 +25,7 @@ struct RecordedPublication {
 struct RecordedSubscribed {
   std::string channel, epoch;
   uint64_t offset = 0;
-  bool resumed = false, recovered = false;
+  bool resumed = false, recovered = false, durable = false;
 };
 
 // Records the session's output bytes and events.
@@ -42,7 +42,7 @@ class RecordingHost : public client::ClientSessionHost {
     session_id = session;
   }
   void on_subscribed(const client::SubscribedInfo& i) noexcept override {
-    subscribed.push_back({std::string(i.channel), std::string(i.epoch), i.offset, i.resumed, i.recovered});
+    subscribed.push_back({std::string(i.channel), std::string(i.epoch), i.offset, i.resumed, i.recovered, i.durable});
   }
   void on_subscribe_failed(std::string_view channel, codec::Status code, std::string_view) noexcept override {
     failed.emplace_back(std::string(channel), code);

@@ -85,7 +85,8 @@ struct Options {
   std::string client_name = "herald-cpp/0.1";
 
   // Delivery.
-  bool manual_ack = false;     // false: a message is acked when on_message returns
+  bool manual_ack = false;     // false: a message is acked when on_message returns (durable
+                               // channels only: the server keeps no ack state for live ones)
   uint32_t gap_timeout_ms = 5000;  // refill a gap in offsets after this long (0 = never)
 
   // Position persistence, so a restarted app resumes: either a small built-in file

@@ -39,6 +39,39 @@ for (const protocol of [PROTOCOL_BINARY, PROTOCOL_JSON]) {
     assert.equal(c.state, State.CLOSED);
   });
 
+  test(`${protocol}: acks the publications of a durable channel, not those of a live one`, async () => {
+    const c = new HeraldClient(server.ws, {
+      token: mintToken(`erin-${protocol}`, 3600, { channels: [`news-${protocol}`] }), WebSocket, protocol,
+    });
+    const sent = [];
+    const send = c.send.bind(c);
+    c.send = (obj) => { sent.push(obj); return send(obj); };
+    const got = collect(c);
+    c.connect();
+    const live = await c.subscribe(`news-${protocol}`);
+    const durable = await c.subscribe(`user:erin-${protocol}`);
+    assert.equal(live.durable, false);
+    assert.equal(durable.durable, true);
+    const a = await publish(server, `news-${protocol}`, { n: 1 });
+    const b = await publish(server, `user:erin-${protocol}`, { n: 2 });
+    await waitFor(() => got.length === 2, 5000, 'both publications');
+    await waitFor(() => sent.some((o) => o.Ack), 5000, 'an Ack');
+    const acks = sent.filter((o) => o.Ack).map((o) => o.Ack);
+    assert.deepEqual(acks, [{ channel: `user:erin-${protocol}`, offset: String(b.offset) }]);
+    // The live channel's position still moves.
+    assert.equal(c.store.get(`news-${protocol}`).offset, a.offset);
+    c.close();
+  });
+
+  test(`${protocol}: a subscribe() made before READY that the server refuses rejects with the code`, { timeout: 10000 }, async () => {
+    const c = new HeraldClient(server.ws, { token: mintToken(`frank-${protocol}`), WebSocket, protocol });
+    const refused = c.subscribe('user:somebody-else');  // before connect(): waits for READY
+    c.connect();
+    await assert.rejects(refused, (e) => e.code === 505 && e.temporary === false);
+    assert.equal(c.state, State.READY);  // only the subscription failed
+    c.close();
+  });
+
   test(`${protocol}: reconnects after a disconnect and resumes what was published while away`, async () => {
     const store = new MemoryPositionStore();
     const c = new HeraldClient(server.ws, {
@@ -115,7 +148,9 @@ for (const protocol of [PROTOCOL_BINARY, PROTOCOL_JSON]) {
   test(`${protocol}: publishes through the connection when the token allows it`, async () => {
     // The "" namespace allows no publishing: the request fails with kPermissionDenied
     // and the connection stays up.
-    const c = new HeraldClient(server.ws, { token: mintToken(`erin-${protocol}`), WebSocket, protocol });
+    const c = new HeraldClient(server.ws, {
+      token: mintToken(`erin-${protocol}`, 3600, { channels: [`news-${protocol}`] }), WebSocket, protocol,
+    });
     c.connect();
     await c.subscribe(`user:erin-${protocol}`);
     await assert.rejects(c.publish('news', { payload: 'x' }), (e) => e.code === 505);
