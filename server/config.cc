@@ -133,6 +133,9 @@ const Setting kSettings[] = {
      "most bytes of queued lower-priority publications written in one batch; at least 1"},
     {"delivery", "send_buffer_bytes", &Config::send_buffer_bytes, "BYTES",
      "kernel send buffer of each client socket (SO_SNDBUF); 0 = the kernel sizes it"},
+    {"delivery", "io_uring", &Config::io_uring, "BOOL",
+     "write the connections flushed at the end of a loop iteration with one io_uring submission\n"
+     "(false: one writev each); the loop falls back to writev if the kernel refuses io_uring"},
     {"delivery", "dedup_window_s", &Config::dedup_window_s, "S",
      "how long a publisher's message id is remembered (idempotent publish)"},
     {"delivery", "publish_backlog", &Config::publish_backlog, "N",

@@ -11,13 +11,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "server/batch_writer.h"
 #include "server/durable_history.h"
 #include "server/server_context.h"
 
 namespace herald::server {
 namespace {
 
-constexpr size_t kMaxIov = 64;
 constexpr int kReadsPerCallback = 4;   // fairness between connections of a loop
 // A connection that publishes reads this much at a time while a loop is half way to
 // closing the publish admission (Loop::admission_closed): it is then checked every
@@ -306,7 +306,6 @@ void Connection::flush() {
 
 void Connection::flush_plain() {
   if (write_blocked_) return;
-  Metrics* m = loop_->context().metrics;
   while (!lanes_.empty()) {
     iovec iov[kMaxIov];
     const size_t n = lanes_.prepare(iov, kMaxIov);
@@ -314,25 +313,55 @@ void Connection::flush_plain() {
     size_t want = 0;
     for (size_t i = 0; i < n; ++i) want += iov[i].iov_len;
     const ssize_t w = ::writev(fd_, iov, static_cast<int>(n));
-    if (w < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        lanes_.consumed(0, loop_->now_ms());
-        write_blocked_ = true;
-        watch(reading(), true);
-        return;
-      }
-      lanes_.clear();
-      start_closing(CloseReason::kIoError);
-      return;
-    }
-    m->bytes_out(static_cast<size_t>(w));
-    lanes_.consumed(static_cast<size_t>(w), loop_->now_ms(), written_hook());
-    if (static_cast<size_t>(w) < want) {
+    if (!after_write(w, w < 0 ? errno : 0, want)) return;
+  }
+}
+
+bool Connection::after_write(ssize_t w, int err, size_t want) {
+  if (w < 0) {
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) {
+      lanes_.consumed(0, loop_->now_ms());
       write_blocked_ = true;
       watch(reading(), true);
-      return;
+      return false;
     }
+    lanes_.clear();
+    start_closing(CloseReason::kIoError);
+    return false;
   }
+  loop_->context().metrics->bytes_out(static_cast<size_t>(w));
+  lanes_.consumed(static_cast<size_t>(w), loop_->now_ms(), written_hook());
+  if (static_cast<size_t>(w) < want) {
+    write_blocked_ = true;
+    watch(reading(), true);
+    return false;
+  }
+  return true;
+}
+
+int Connection::prepare_batch(iovec* iov, size_t max, size_t& want, bool first_round) {
+  if (first_round && !flush_scheduled_) return -1;
+  if (reaped_ || ws_ != nullptr || tls_ || write_blocked_ || lanes_.empty()) return 0;
+  const size_t n = lanes_.prepare(iov, max);
+  if (n == 0) return 0;
+  flush_scheduled_ = false;
+  want = 0;
+  for (size_t i = 0; i < n; ++i) want += iov[i].iov_len;
+  return static_cast<int>(n);
+}
+
+bool Connection::batch_written(long result, size_t want) {
+  if (result == BatchWriter::kNotSent) {
+    // The ring failed before the kernel took this send: write it the usual way.
+    lanes_.consumed(0, loop_->now_ms());
+    flush();
+    return false;
+  }
+  const ssize_t w = result < 0 ? -1 : static_cast<ssize_t>(result);
+  if (after_write(w, result < 0 ? static_cast<int>(-result) : 0, want) && !lanes_.empty()) return true;
+  maybe_send_go_away();
+  finish_if_flushed();
+  return false;
 }
 
 void Connection::flush_tls() {
@@ -386,7 +415,16 @@ void Connection::on_io(evutil_socket_t fd, short what, void* arg) {
   if (what & EV_WRITE) {
     c->write_blocked_ = false;
     c->watch(c->reading(), false);
-    c->flush();
+    if (c->loop_->batches_writes() && !c->lanes_.urgent()) {
+      // The socket drained: its next write joins the end-of-iteration submission with
+      // every other connection that became writable or got output in this iteration.
+      if (!c->flush_scheduled_) {
+        c->flush_scheduled_ = true;
+        c->loop_->schedule_flush(c);
+      }
+    } else {
+      c->flush();
+    }
     c->update_timer();
   }
   if ((what & EV_READ) && c->reading()) on_read(fd, what, arg);

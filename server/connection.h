@@ -48,6 +48,17 @@ class Connection final : public SessionHost {
   void send_dismiss(const std::string& channel, uint64_t offset, const std::string& message_id);
   // Writes what is queued (called by the loop's end-of-iteration flush).
   void flush();
+  // The end-of-iteration flush through the loop's BatchWriter, in rounds. prepare_batch
+  // fills iov with this connection's next write and returns the iovec count: -1 if, in the
+  // first round, it was already flushed since it was listed (listed twice), 0 if it does
+  // not write that way (TLS, WebSocket, blocked, nothing queued: call flush()).
+  // batch_written takes the send's result (bytes, -errno, or BatchWriter::kNotSent) and
+  // returns true if all of it was written and more is queued (it goes into the next round);
+  // otherwise this connection's flush is complete.
+  static constexpr size_t kMaxIov = 64;
+  int prepare_batch(iovec* iov, size_t max, size_t& want, bool first_round);
+  bool batch_written(long result, size_t want);
+  int fd() const noexcept { return fd_; }
   // The loop's timer heap popped an entry of this connection queued for `entry_ms`.
   void timer_fired(uint64_t entry_ms, uint64_t now_ms);
   // Server-side close paths.
@@ -94,6 +105,9 @@ class Connection final : public SessionHost {
   void on_timer();
   void update_timer();
   void flush_plain();
+  // After a write of `want` bytes on plain TCP returned `w` (errno in `err` when negative):
+  // accounts what was written; true if everything was and writing may go on.
+  bool after_write(ssize_t w, int err, size_t want);
   // Plain TCP: which directions the socket event watches; false if libevent refused.
   bool watch(bool read, bool write);
   bool reading() const noexcept { return !closing_ && !go_away_pending_ && (publish_state_ & kReadPaused) == 0; }

@@ -61,6 +61,12 @@ Loop::Loop(size_t index, ServerContext* context)
   event_priority_set(flush_ev_, kPriorityFlush);
   event_add(wakeup_ev_, nullptr);  // never fires by itself: only event_active() wakes it
   event_add(report_ev_, &kReportInterval);
+  if (context->config == nullptr || context->config->io_uring) {
+    std::string error;
+    if (!writer_.open(kBatchEntries, &error)) {
+      spdlog::get("loop")->warn("loop {}: io_uring refused ({}); writing with writev", index_, error);
+    }
+  }
 }
 
 Loop::~Loop() {
@@ -266,8 +272,12 @@ void Loop::flush_and_reap() {
   // twice is harmless, so the list is neither sorted nor deduplicated.
   std::vector<ConnectionId> flush;
   flush.swap(pending_flush_);
-  for (ConnectionId id : flush) {
-    if (Connection* c = find(id)) c->flush();
+  if (writer_.is_open() && flush.size() > 1) {
+    flush_batched(flush);
+  } else {
+    for (ConnectionId id : flush) {
+      if (Connection* c = find(id)) c->flush();
+    }
   }
   if (!delivered_accept_us_.empty()) {
     const uint64_t now = monotonic_us();
@@ -290,6 +300,48 @@ void Loop::flush_and_reap() {
   // Listed during this call while the other list was not empty: nobody activated the event.
   if (!pending_flush_.empty() || !pending_reap_.empty()) event_active(flush_ev_, EV_READ, 0);
   maybe_exit();
+}
+
+void Loop::flush_batched(const std::vector<ConnectionId>& flush) {
+  // One send per connection per round, all of a round in one submission. A connection
+  // whose send went through whole and that has more queued (more than batch_bytes or 64
+  // pieces) is in the next round, until every connection is written out or blocked.
+  // Connections the writer cannot serve (TLS, WebSocket) flush as usual.
+  std::vector<ConnectionId> round = flush;
+  std::vector<ConnectionId> next;
+  for (bool first = true; !round.empty(); first = false) {
+    if (!writer_.is_open()) {  // it failed in the last round: the rest the usual way
+      for (ConnectionId id : round) {
+        if (Connection* c = find(id)) c->flush();
+      }
+      break;
+    }
+    batch_.clear();
+    for (ConnectionId id : round) {
+      Connection* c = find(id);
+      if (c == nullptr) continue;
+      iovec iov[Connection::kMaxIov];
+      size_t want = 0;
+      const int n = c->prepare_batch(iov, Connection::kMaxIov, want, first);
+      if (n < 0) continue;  // listed twice: already in this round
+      if (n == 0) {
+        c->flush();
+        continue;
+      }
+      writer_.add(c->fd(), iov, static_cast<size_t>(n), batch_.size());
+      batch_.push_back({id, want});
+    }
+    next.clear();
+    writer_.run([this, &next](uint64_t tag, long result) {
+      const BatchSend& b = batch_[tag];
+      Connection* c = find(b.id);
+      if (c != nullptr && c->batch_written(result, b.want)) next.push_back(b.id);
+    });
+    if (!writer_.is_open()) {
+      spdlog::get("loop")->error("loop {}: io_uring failed; writing with writev from now on", index_);
+    }
+    round.swap(next);
+  }
 }
 
 void Loop::maybe_exit() {

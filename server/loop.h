@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "codec/message_reader.h"
+#include "server/batch_writer.h"
 #include "server/delivery_lanes.h"
 #include "server/id_list.h"
 #include "server/publication.h"
@@ -65,6 +66,8 @@ class Loop {
 
   // ---- loop thread only ----
   size_t index() const noexcept { return index_; }
+  // The end-of-iteration flush writes with one io_uring submission (delivery.io_uring).
+  bool batches_writes() const noexcept { return writer_.is_open(); }
   event_base* base() const noexcept { return base_; }
   ServerContext& context() const noexcept { return *context_; }
   codec::CodecContext& codec() noexcept { return codec_; }
@@ -127,6 +130,8 @@ class Loop {
   void drain_posts();
   void deliver(const PublicationPtr& p);
   void flush_and_reap();
+  void flush_batched(const std::vector<ConnectionId>& flush);
+  static constexpr unsigned kBatchEntries = 1024;  // submission slots; more sends take rounds
   void arm_timer();
   void maybe_exit();
 
@@ -175,6 +180,12 @@ class Loop {
   std::unordered_map<std::string, IdList, StringHash, std::equal_to<>> subscribers_;  // channel -> local subscribers (not user:)
   std::unordered_map<std::string, UserEntry, StringHash, std::equal_to<>> users_;     // user -> local connections
   std::vector<ConnectionId> pending_flush_;
+  BatchWriter writer_;  // delivery.io_uring: the flush's writes in one submission
+  struct BatchSend {
+    ConnectionId id;
+    size_t want;
+  };
+  std::vector<BatchSend> batch_;
   std::vector<ConnectionId> pending_reap_;
   using TimerEntry = std::pair<uint64_t, ConnectionId>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;

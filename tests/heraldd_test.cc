@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "tests/support/heraldd_process.h"
@@ -446,6 +447,72 @@ TEST_F(HeralddSlowConsumer, ClosedAtTheOutputLimitWhileOthersAreServed) {
   // Draining the slow client is not part of the check: with its 4 KiB window,
   // reading the megabytes still in kernel buffers takes a minute.
 }
+
+// The end-of-iteration flush with io_uring (delivery.io_uring, the default) and with one
+// writev per connection must behave the same: a broadcast reaches every subscriber whole and
+// in order, including one whose socket was full for a while (the batched send got -EAGAIN,
+// then the connection waited for the socket to drain), and nothing is lost.
+class HeralddWriteModes : public ::testing::TestWithParam<bool> {};
+
+// io_uring instances heraldd holds open (one per event loop that batches its writes).
+int io_uring_fds(pid_t pid) {
+  int n = 0;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::error_code ec;
+    const auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (!ec && target.string() == "anon_inode:[io_uring]") ++n;
+  }
+  return n;
+}
+
+TEST_P(HeralddWriteModes, BroadcastAndAFullSocketLoseNothing) {
+  const bool uring = GetParam();
+  HeralddProcess server;
+  ASSERT_TRUE(server.start({"--server.loops", "2", "--delivery.io_uring", uring ? "true" : "false", "--namespace",
+                            "name=room,subscribe=any", "--limits.api_max_body_bytes", "4194304",
+                            "--delivery.send_buffer_bytes", "16384"}))
+      << server.log();
+  EXPECT_EQ(io_uring_fds(server.pid()), uring ? 2 : 0);
+  std::vector<std::unique_ptr<Client>> fast;
+  for (int i = 0; i < 24; ++i) {
+    fast.push_back(std::make_unique<Client>(server.port("tcp")));
+    ASSERT_TRUE(fast.back()->handshake(make_token("u" + std::to_string(i))));
+    ASSERT_EQ(fast.back()->subscribe("room:all")->type, FrameType::kSubscribeOk);
+  }
+  // A subscriber with a small receive buffer (set before connecting) that reads nothing
+  // until the publishes are done: with 16 KiB send buffers (above) its socket fills after
+  // a few dozen publications, so its batched sends end partial or with EAGAIN.
+  Client slow(server.port("tcp"), "127.0.0.1", 8192);
+  ASSERT_TRUE(slow.handshake(make_token("slow")));
+  ASSERT_EQ(slow.subscribe("room:all")->type, FrameType::kSubscribeOk);
+  const std::string text(1500, 'y');
+  constexpr int kMessages = 300;
+  nlohmann::json batch = {{"messages", nlohmann::json::array()}};
+  for (int i = 0; i < kMessages; ++i) batch["messages"].push_back(publish_body("room:all", text + std::to_string(i), 1));
+  ASSERT_EQ(http(server.port("api"), "POST", "/v1/publish/batch", batch.dump()).status, 200);
+  auto read_all = [&](Client& c) {
+    std::vector<uint64_t> offsets;
+    while (offsets.size() < kMessages) {
+      auto p = c.read_until(FrameType::kPublication, 10000);
+      if (!p) break;
+      const auto& pub = p->as<v1::Publication>();
+      EXPECT_EQ(nlohmann::json::parse(pub.payload())["text"], text + std::to_string(offsets.size()));
+      offsets.push_back(pub.offset());
+    }
+    return offsets;
+  };
+  std::vector<uint64_t> want(kMessages);
+  for (int i = 0; i < kMessages; ++i) want[i] = static_cast<uint64_t>(i + 1);
+  for (auto& c : fast) EXPECT_EQ(read_all(*c), want);
+  EXPECT_EQ(read_all(slow), want);
+  const std::string metrics = http(server.port("api"), "GET", "/metrics", "", "").body;
+  EXPECT_NE(metrics.find("herald_connections_closed_total{reason=\"slow_consumer\"} 0\n"), std::string::npos);
+  EXPECT_NE(metrics.find("herald_connections_closed_total{reason=\"io_error\"} 0\n"), std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(IoUringAndWritev, HeralddWriteModes, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "IoUring" : "Writev"; });
 
 // Output limits far above what the (small) kernel socket buffers hold, so most of the
 // backlog is still queued in the server when the Unsubscribe arrives.
