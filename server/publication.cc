@@ -13,9 +13,17 @@ uint32_t next_fragment_ref() noexcept { return g_fragment_ref.fetch_add(1, std::
 
 PublicationRecord::PublicationRecord(v1::Publication publication) : publication_(std::move(publication)) {
   body_ = publication_.SerializeAsString();
+  // Released, not cleared: a cleared protobuf string keeps its buffer.
+  std::unique_ptr<std::string>(publication_.release_payload());
   accepted_us_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                            std::chrono::steady_clock::now().time_since_epoch())
                                            .count());
+}
+
+std::string PublicationRecord::payload() const {
+  v1::Publication p;
+  if (!p.ParseFromString(body_)) return {};
+  return std::move(*p.mutable_payload());
 }
 
 int64_t PublicationRecord::expires_at_ms() const noexcept {
@@ -43,13 +51,15 @@ const codec::EncodedMessage& PublicationRecord::encoded(WireVariant variant, con
     o.max_fragments = UINT32_MAX;
     o.fragment_ref = next_fragment_ref();
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body_.data()), body_.size());
-    codec::Status s = codec::encode_message(codec::FrameType::kPublication, bytes, o, &ctx.compressor, encoded_[i]);
+    auto m = std::make_unique<codec::EncodedMessage>();
+    codec::Status s = codec::encode_message(codec::FrameType::kPublication, bytes, o, &ctx.compressor, *m);
     if (!codec::ok(s)) {
       o.compress = false;  // e.g. an unknown dictionary: send it plain rather than not at all
-      (void)codec::encode_message(codec::FrameType::kPublication, bytes, o, nullptr, encoded_[i]);
+      (void)codec::encode_message(codec::FrameType::kPublication, bytes, o, nullptr, *m);
     }
+    encoded_[i] = std::move(m);
   });
-  return encoded_[i];
+  return *encoded_[i];
 }
 
 }  // namespace herald::server

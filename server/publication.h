@@ -38,7 +38,10 @@ class PublicationRecord {
  public:
   explicit PublicationRecord(v1::Publication publication);
 
+  // Every field but the payload, which is kept once, in body() (payload() decodes it).
   const v1::Publication& publication() const noexcept { return publication_; }
+  // The payload, decoded from body(): for tests and tools (delivery sends body()).
+  std::string payload() const;
   const std::string& channel() const noexcept { return publication_.channel(); }
   uint64_t offset() const noexcept { return publication_.offset(); }
   const std::string& epoch() const noexcept { return publication_.epoch(); }
@@ -60,11 +63,14 @@ class PublicationRecord {
                                        codec::CodecContext& ctx) const;
 
  private:
-  v1::Publication publication_;
+  v1::Publication publication_;  // payload cleared: it is in body_
   std::string body_;
   uint64_t accepted_us_ = 0;
+  // One encoding per wire variant, built when a connection first needs it. Most
+  // publications are only ever sent in one variant, and a channel's history may keep
+  // thousands of them, so the unused ones cost a null pointer each.
   mutable std::array<std::once_flag, 4> once_;
-  mutable std::array<codec::EncodedMessage, 4> encoded_;
+  mutable std::array<std::unique_ptr<codec::EncodedMessage>, 4> encoded_;
 };
 
 using PublicationPtr = std::shared_ptr<const PublicationRecord>;

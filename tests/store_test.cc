@@ -117,7 +117,7 @@ TEST_F(SqliteStoreTest, ReadsRangesInOrderSkippingExpiredAndCollapsed) {
   out.clear();
   ASSERT_TRUE(store_->read_range("c", 3, 4, 0, out));
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0]->publication().payload(), "x4");
+  EXPECT_EQ(out[0]->payload(), "x4");
 }
 
 TEST_F(SqliteStoreTest, FindsMessageIdsWithinTheWindow) {
