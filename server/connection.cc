@@ -415,16 +415,10 @@ void Connection::on_io(evutil_socket_t fd, short what, void* arg) {
   if (what & EV_WRITE) {
     c->write_blocked_ = false;
     c->watch(c->reading(), false);
-    if (c->loop_->batches_writes() && !c->lanes_.urgent()) {
-      // The socket drained: its next write joins the end-of-iteration submission with
-      // every other connection that became writable or got output in this iteration.
-      if (!c->flush_scheduled_) {
-        c->flush_scheduled_ = true;
-        c->loop_->schedule_flush(c);
-      }
-    } else {
-      c->flush();
-    }
+    // Written at once, not in the end-of-iteration submission: a P0 already prepared
+    // behind bulk frames must not wait for the whole loop iteration (deferring these
+    // writes made W5's P0 p99 3-4 times worse, docs/benchmarks.md, fourth round).
+    c->flush();
     c->update_timer();
   }
   if ((what & EV_READ) && c->reading()) on_read(fd, what, arg);

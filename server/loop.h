@@ -66,8 +66,6 @@ class Loop {
 
   // ---- loop thread only ----
   size_t index() const noexcept { return index_; }
-  // The end-of-iteration flush writes with one io_uring submission (delivery.io_uring).
-  bool batches_writes() const noexcept { return writer_.is_open(); }
   event_base* base() const noexcept { return base_; }
   ServerContext& context() const noexcept { return *context_; }
   codec::CodecContext& codec() noexcept { return codec_; }
