@@ -18,6 +18,12 @@
 namespace herald::server {
 namespace {
 
+size_t iov_bytes(const iovec* iov, size_t n) noexcept {
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; ++i) bytes += iov[i].iov_len;
+  return bytes;
+}
+
 constexpr int kReadsPerCallback = 4;   // fairness between connections of a loop
 // A connection that publishes reads this much at a time while a loop is half way to
 // closing the publish admission (Loop::admission_closed): it is then checked every
@@ -310,8 +316,7 @@ void Connection::flush_plain() {
     iovec iov[kMaxIov];
     const size_t n = lanes_.prepare(iov, kMaxIov);
     if (n == 0) break;
-    size_t want = 0;
-    for (size_t i = 0; i < n; ++i) want += iov[i].iov_len;
+    const size_t want = iov_bytes(iov, n);
     const ssize_t w = ::writev(fd_, iov, static_cast<int>(n));
     if (!after_write(w, w < 0 ? errno : 0, want)) return;
   }
@@ -345,8 +350,7 @@ int Connection::prepare_batch(iovec* iov, size_t max, size_t& want, bool first_r
   const size_t n = lanes_.prepare(iov, max);
   if (n == 0) return 0;
   flush_scheduled_ = false;
-  want = 0;
-  for (size_t i = 0; i < n; ++i) want += iov[i].iov_len;
+  want = iov_bytes(iov, n);
   return static_cast<int>(n);
 }
 

@@ -273,7 +273,7 @@ void Loop::flush_and_reap() {
   std::vector<ConnectionId> flush;
   flush.swap(pending_flush_);
   if (writer_.is_open() && flush.size() > 1) {
-    flush_batched(flush);
+    flush_batched(std::move(flush));
   } else {
     for (ConnectionId id : flush) {
       if (Connection* c = find(id)) c->flush();
@@ -302,13 +302,13 @@ void Loop::flush_and_reap() {
   maybe_exit();
 }
 
-void Loop::flush_batched(const std::vector<ConnectionId>& flush) {
+void Loop::flush_batched(std::vector<ConnectionId>&& flush) {
   // One send per connection per round, all of a round in one submission. A connection
   // whose send went through whole and that has more queued (more than batch_bytes or 64
   // pieces) is in the next round, until every connection is written out or blocked.
   // Connections the writer cannot serve (TLS, WebSocket) flush as usual.
-  std::vector<ConnectionId> round = flush;
-  std::vector<ConnectionId> next;
+  std::vector<ConnectionId>& round = flush;
+  std::vector<ConnectionId>& next = next_round_;
   for (bool first = true; !round.empty(); first = false) {
     if (!writer_.is_open()) {  // it failed in the last round: the rest the usual way
       for (ConnectionId id : round) {

@@ -128,7 +128,8 @@ class Loop {
   void drain_posts();
   void deliver(const PublicationPtr& p);
   void flush_and_reap();
-  void flush_batched(const std::vector<ConnectionId>& flush);
+  // Takes the iteration's flush list (its storage becomes the rounds' scratch).
+  void flush_batched(std::vector<ConnectionId>&& flush);
   static constexpr unsigned kBatchEntries = 1024;  // submission slots; more sends take rounds
   void arm_timer();
   void maybe_exit();
@@ -184,6 +185,7 @@ class Loop {
     size_t want;
   };
   std::vector<BatchSend> batch_;
+  std::vector<ConnectionId> next_round_;  // flush_batched: kept to reuse its capacity
   std::vector<ConnectionId> pending_reap_;
   using TimerEntry = std::pair<uint64_t, ConnectionId>;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
