@@ -5,6 +5,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -68,7 +69,7 @@ Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std:
 }
 
 Connection::~Connection() {
-  if (watching_ != 0) event_del(&ev_);
+  if (watching_ != 0) loop_->watch_socket(fd_, id_, watching_, 0);
   if (bev_ != nullptr) {
     bufferevent_free(bev_);  // closes the fd (BEV_OPT_CLOSE_ON_FREE)
   } else if (fd_ >= 0) {
@@ -400,32 +401,36 @@ void Connection::flush_tls() {
 bool Connection::watch(bool read, bool write) {
   const uint8_t want = static_cast<uint8_t>((read ? 1 : 0) | (write ? 2 : 0));
   if (want == watching_) return true;
-  if (watching_ != 0) event_del(&ev_);
-  watching_ = want;
-  if (want == 0) return true;
-  // One event for both directions: an idle connection pays for one. Reassigned only
-  // when the set changes (a write blocks or unblocks, reading stops).
-  const short what = static_cast<short>((read ? EV_READ : 0) | (write ? EV_WRITE : 0) | EV_PERSIST);
-  if (event_assign(&ev_, loop_->base(), fd_, what, on_io, this) != 0 || event_add(&ev_, nullptr) != 0) {
+  // One registration for both directions, changed only when the set changes (a write
+  // blocks or unblocks, reading stops).
+  const uint32_t events = (read ? uint32_t{EPOLLIN} : 0) | (write ? uint32_t{EPOLLOUT} : 0);
+  if (!loop_->watch_socket(fd_, id_, watching_, events)) {
+    if (watching_ != 0) loop_->watch_socket(fd_, id_, watching_, 0);
     watching_ = 0;
     return false;
   }
+  watching_ = want;
   return true;
 }
 
-void Connection::on_io(evutil_socket_t fd, short what, void* arg) {
-  auto* c = static_cast<Connection*>(arg);
-  c->loop_->refresh_clock();
-  if (what & EV_WRITE) {
-    c->write_blocked_ = false;
-    c->watch(c->reading(), false);
+void Connection::on_socket(uint32_t events) {
+  // An error or hang-up is reported to whichever direction is watched: the next read
+  // or write sees it (as libevent does with EPOLLERR and EPOLLHUP).
+  const bool failed = (events & (EPOLLERR | EPOLLHUP)) != 0;
+  const bool writable = (watching_ & 2) != 0 && (failed || (events & EPOLLOUT) != 0);
+  const bool readable = (watching_ & 1) != 0 && (failed || (events & EPOLLIN) != 0);
+  if (!writable && !readable) return;  // stopped watching since the kernel reported it
+  loop_->refresh_clock();
+  if (writable) {
+    write_blocked_ = false;
+    watch(reading(), false);
     // Written at once, not in the end-of-iteration submission: a P0 already prepared
     // behind bulk frames must not wait for the whole loop iteration (deferring these
     // writes made W5's P0 p99 3-4 times worse, docs/benchmarks.md, fourth round).
-    c->flush();
-    c->update_timer();
+    flush();
+    update_timer();
   }
-  if ((what & EV_READ) && c->reading()) on_read(fd, what, arg);
+  if (readable && reading()) on_read(fd_, EV_READ, this);
 }
 
 void Connection::on_tls_write(bufferevent*, void* arg) {

@@ -68,6 +68,8 @@ class Connection final : public SessionHost {
   void release();
   // Publish admission (Loop::pause_reader) let this connection read again.
   void resume_reading();
+  // Plain TCP and WebSocket: the loop's epoll set reported `events` for this socket.
+  void on_socket(uint32_t events);
 
   // ---- SessionHost ----
   void send(codec::EncodedMessage&& frame) noexcept override;
@@ -81,7 +83,6 @@ class Connection final : public SessionHost {
   void on_ack(const std::string& channel, const std::string& epoch, uint64_t offset) noexcept override;
 
  private:
-  static void on_io(evutil_socket_t fd, short what, void* arg);
   friend class WsConnection;
   static void on_read(evutil_socket_t fd, short what, void* arg);
   static void on_tls_read(bufferevent* bev, void* arg);
@@ -108,7 +109,7 @@ class Connection final : public SessionHost {
   // After a write of `want` bytes on plain TCP returned `w` (errno in `err` when negative):
   // accounts what was written; true if everything was and writing may go on.
   bool after_write(ssize_t w, int err, size_t want);
-  // Plain TCP: which directions the socket event watches; false if libevent refused.
+  // Plain TCP: which directions the loop's epoll set watches; false if the kernel refused.
   bool watch(bool read, bool write);
   bool reading() const noexcept { return !closing_ && !go_away_pending_ && (publish_state_ & kReadPaused) == 0; }
   // After input was handled: stop reading if what this connection published since the
@@ -120,14 +121,13 @@ class Connection final : public SessionHost {
   const ConnectionId id_;
   int fd_;
   const bool tls_;
-  uint8_t watching_ = 0;     // 1 = EV_READ, 2 = EV_WRITE in ev_; 0 = ev_ not added
+  uint8_t watching_ = 0;     // 1 = read, 2 = write in the loop's epoll set; 0 = not in it
   CloseReason close_reason_ = CloseReason::kClientClosed;
   // Publish admission, bits: published P0/P1, published P2/P3 (both since the last
   // check), has ever published (reads are then smaller), reading paused.
   static constexpr uint8_t kPublishedUrgent = 1, kPublishedBulk = 2, kPublisher = 4, kReadPaused = 8;
   uint8_t publish_state_ = 0;
   const std::string* peer_ip_;  // the limiter's key, uncounted in release()
-  event ev_;                 // plain TCP: the socket's one event (see watch())
   bufferevent* bev_ = nullptr;
   Session session_;
   DeliveryLanes lanes_;

@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <optional>
+#include <stdexcept>
 
 #include "server/connection.h"
 #include "server/metrics.h"
@@ -55,6 +58,11 @@ Loop::Loop(size_t index, ServerContext* context)
   shutdown_ev_ = evtimer_new(base_, on_shutdown_deadline, this);
   report_ev_ = event_new(base_, -1, EV_PERSIST, on_report, this);
   resume_ev_ = evtimer_new(base_, on_resume_readers, this);
+  sockets_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (sockets_fd_ < 0) throw std::runtime_error(std::string("epoll_create1 failed: ") + std::strerror(errno));
+  sockets_ev_ = event_new(base_, sockets_fd_, EV_READ | EV_PERSIST, on_sockets, this);
+  event_priority_set(sockets_ev_, kPriorityIo);
+  event_add(sockets_ev_, nullptr);
   codec_.inbound_tally = &inbound_tally_;
   event_priority_set(wakeup_ev_, kPriorityIo);
   event_priority_set(timer_ev_, kPriorityIo);
@@ -76,6 +84,8 @@ Loop::~Loop() {
   }
   slots_.clear();
   report_counters();
+  event_free(sockets_ev_);
+  ::close(sockets_fd_);
   event_free(report_ev_);
   event_free(resume_ev_);
   event_free(wakeup_ev_);
@@ -423,6 +433,27 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
 }
 
 // ---------------------------------------------------------------- registries
+
+bool Loop::watch_socket(int fd, ConnectionId id, uint32_t was, uint32_t events) noexcept {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = id;
+  const int op = events == 0 ? EPOLL_CTL_DEL : was == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  return epoll_ctl(sockets_fd_, op, fd, &ev) == 0;
+}
+
+void Loop::on_sockets(evutil_socket_t, short, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  // Level-triggered: a socket not read to the end is reported again, and if more than
+  // kSocketEvents are ready, libevent sees the set still readable in its next iteration.
+  const int n = epoll_wait(loop->sockets_fd_, loop->socket_events_.data(), static_cast<int>(kSocketEvents), 0);
+  for (int i = 0; i < n; ++i) {
+    const epoll_event& e = loop->socket_events_[static_cast<size_t>(i)];
+    // Connections are freed only in the flush callback, after this one; an event of a
+    // connection that stopped watching meanwhile is ignored by on_socket.
+    if (Connection* c = loop->find(e.data.u64)) c->on_socket(e.events);
+  }
+}
 
 Connection* Loop::find(ConnectionId id) const {
   const uint64_t slot = id & kSlotMask;

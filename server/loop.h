@@ -6,7 +6,9 @@
 #pragma once
 
 #include <event2/event.h>
+#include <sys/epoll.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -105,6 +107,12 @@ class Loop {
   void pause_reader(Connection* c);
 
   Connection* find(ConnectionId id) const;
+  // Plain-TCP and WebSocket sockets are watched in the loop's own epoll set, which
+  // libevent watches as one descriptor: a connection then costs one kernel epoll entry,
+  // not a 128-byte libevent event and libevent's per-descriptor entry as well.
+  // `events`: EPOLLIN and/or EPOLLOUT; `was`: what the socket watched until now (0: not
+  // in the set); events 0 removes it. False if the kernel refused.
+  bool watch_socket(int fd, ConnectionId id, uint32_t was, uint32_t events) noexcept;
   // Registries of this loop's connections by channel and by user. A personal channel
   // `user:<id>` is kept in its user's entry, not in a map entry of its own.
   void add_subscriber(const std::string& channel, ConnectionId id);
@@ -116,6 +124,7 @@ class Loop {
 
  private:
   static void on_wakeup(evutil_socket_t, short, void* arg);
+  static void on_sockets(evutil_socket_t, short, void* arg);
   static void on_flush(evutil_socket_t, short, void* arg);
   static void on_timer(evutil_socket_t, short, void* arg);
   static void on_shutdown_deadline(evutil_socket_t, short, void* arg);
@@ -143,6 +152,10 @@ class Loop {
   event* shutdown_ev_ = nullptr;
   event* report_ev_ = nullptr;
   event* resume_ev_ = nullptr;
+  int sockets_fd_ = -1;             // the epoll set of watch_socket()
+  event* sockets_ev_ = nullptr;     // libevent's watch on it
+  static constexpr size_t kSocketEvents = 512;  // per callback; more wait for the next iteration
+  std::array<epoll_event, kSocketEvents> socket_events_{};
   std::thread thread_;
   codec::CodecContext codec_;
   std::vector<uint8_t> read_buffer_;
