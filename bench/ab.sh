@@ -6,19 +6,25 @@
 # and the median of each column per side at the end. Used for the before/after rows of
 # docs/benchmarks.md.
 #
-# Usage: bench/ab.sh [--build DIR] [--runs N] --a "FLAGS" --b "FLAGS" -- LOADGEN-ARGS...
+# Two builds: --a-heraldd / --b-heraldd name each side's binary (default: the build's).
+#
+# Usage: bench/ab.sh [--build DIR] [--runs N] [--a-heraldd PATH] [--b-heraldd PATH]
+#                    --a "FLAGS" --b "FLAGS" -- LOADGEN-ARGS...
 # e.g.   bench/ab.sh --runs 3 --a "--delivery.io_uring false" --b "--delivery.io_uring true" \
 #          -- --workload unicast --subscribers 10000 --rate 0 --seconds 5
+#        bench/ab.sh --runs 3 --a-heraldd /tmp/heraldd.before --a "" --b "" -- --workload broadcast ...
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="$ROOT/build/release" RUNS=3 A="" B=""
+BUILD="$ROOT/build/release" RUNS=3 A="" B="" A_BIN="" B_BIN=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --build) BUILD=$2; shift ;;
     --runs) RUNS=$2; shift ;;
     --a) A=$2; shift ;;
     --b) B=$2; shift ;;
+    --a-heraldd) A_BIN=$2; shift ;;
+    --b-heraldd) B_BIN=$2; shift ;;
     --) shift; break ;;
     *) echo "ab.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -28,7 +34,8 @@ done
 HERALDD="$BUILD/server/heraldd"
 LOADGEN="$BUILD/bench/loadgen/loadgen"
 PY=/usr/bin/python3
-[[ -x $HERALDD && -x $LOADGEN ]] || { echo "ab.sh: build heraldd and loadgen in $BUILD first" >&2; exit 2; }
+A_BIN=${A_BIN:-$HERALDD} B_BIN=${B_BIN:-$HERALDD}
+[[ -x $A_BIN && -x $B_BIN && -x $LOADGEN ]] || { echo "ab.sh: build heraldd and loadgen in $BUILD first" >&2; exit 2; }
 ulimit -n 20000 2>/dev/null || true
 
 WORK="$(mktemp -d /tmp/herald-ab-XXXXXX)"
@@ -39,12 +46,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-one() {  # one SIDE "FLAGS" LOADGEN-ARGS...
-  local side=$1 flags=$2 dir
-  shift 2
+one() {  # one SIDE HERALDD "FLAGS" LOADGEN-ARGS...
+  local side=$1 bin=$2 flags=$3 dir
+  shift 3
   dir="$(mktemp -d "$WORK/srv-XXXXXX")"
   # shellcheck disable=SC2086  # FLAGS is a list of words
-  "$HERALDD" --ready-file "$dir/ready.json" --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0 \
+  "$bin" --ready-file "$dir/ready.json" --listen.tcp 127.0.0.1:0 --listen.api 127.0.0.1:0 \
     --listen.ws 127.0.0.1:0 --store.dir "$dir/data" --server.log_level warn \
     --limits.max_connections_per_ip 100000 --namespace "name=bench,subscribe=any,publish=any" \
     --namespace "name=user,publish=any,durable=false" $flags >"$dir/log" 2>&1 &
@@ -64,12 +71,12 @@ print("%s %.0f %.2f %.2f %.2f %d %.3f %d" % (sys.argv[1], d["deliveries_per_s"],
   PID=""
 }
 
-echo "# A: $A" >&2
-echo "# B: $B" >&2
+echo "# A: $A_BIN $A" >&2
+echo "# B: $B_BIN $B" >&2
 echo "# side deliveries/s p50_ms p99_ms cpu_s rss_mib writes/delivery lost" >&2
 for ((r = 1; r <= RUNS; r++)); do
-  one A "$A" "$@"
-  one B "$B" "$@"
+  one A "$A_BIN" "$A" "$@"
+  one B "$B_BIN" "$B" "$@"
 done
 $PY - "$WORK/lines" <<'EOF'
 import statistics, sys

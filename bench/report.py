@@ -7,6 +7,7 @@ Reads only; prints to stdout.
     bench/report.py results.jsonl
 """
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -31,6 +32,21 @@ def ms(v):
     return f"{v / 1000:.2f}" if v < 10000 else f"{v / 1000:.0f}"
 
 
+def ceiling(h, p):
+    """Herald/peer throughput ratio if heraldd's CPU per delivery were zero: the machine's
+    cores all running Herald's load generator at its measured CPU per delivery, against the
+    peer's measured deliveries/s. None without the figures."""
+    try:
+        dh, ch = h["delivered"], h["client"]["cpu_s"]
+        cores = h.get("cores") or os.cpu_count()
+        rate_p = p["deliveries_per_s"]
+    except (KeyError, TypeError):
+        return None
+    if dh <= 0 or ch <= 0 or rate_p <= 0:
+        return None
+    return cores / (ch / dh) / rate_p
+
+
 def main(path):
     lines = [json.loads(l) for l in open(path) if l.strip()]
     groups = defaultdict(list)
@@ -50,14 +66,15 @@ def main(path):
         print(f"\n#### {workload}{w8} {variant}\n")
         idle = rows[0].get("mode") == "idle"
         if idle:
-            print("| system | server bytes per connection | server RSS after | runs |")
-            print("|---|---|---|---|")
+            print("| system | server bytes per connection | same, counted from no connection | server RSS after | runs |")
+            print("|---|---|---|---|---|")
         elif workload == "W4":
             print("| system | acked/s | p50 ms | p99 ms | runs |")
             print("|---|---|---|---|---|")
         else:
-            print("| system | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | server CPU s | writes per delivery | runs |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+            print("| system | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | lost | server CPU s | loadgen CPU s "
+                  "| writes per delivery | runs |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
         by_system = defaultdict(list)
         for j in rows:
             name = j["system"] + (" (nodup)" if "nodup" in j.get("config", "") else "")
@@ -67,6 +84,7 @@ def main(path):
             srv = lambda k: [j["server"][k] for j in js if k in j.get("server", {})]
             if idle:
                 print(f"| {name} | {med_range(srv('rss_per_conn_bytes'), n0)} | "
+                      f"{med_range(srv('rss_per_conn_from_zero_bytes'), n0)} | "
                       f"{med_range([v / 1048576 for v in srv('rss_bytes')], lambda v: f'{v:.1f} MiB')} | {len(js)} |")
             elif workload == "W4":
                 print(f"| {name} | {med_range([j['acked_per_s'] for j in js], n0)} | {med_range(lat('p50'), ms)} | "
@@ -76,10 +94,12 @@ def main(path):
                 print(f"| {name} | {med_range([j.get('deliveries_per_s', 0) for j in js], n0)} | "
                       f"{med_range(lat('p50'), ms)} | {med_range(lat('p99'), ms)} | {med_range(lat('p999'), ms)} | "
                       f"{med_range(lat('max'), ms)} | {lost:,} | {med_range(srv('cpu_s'), lambda v: f'{v:.2f}')} | "
+                      f"{med_range([j['client']['cpu_s'] for j in js if 'client' in j], lambda v: f'{v:.2f}')} | "
                       f"{med_range(srv('write_calls_per_delivery'), lambda v: f'{v:.3f}')} | {len(js)} |")
         # Ratios within each run: Herald against the best peer of that run.
         if workload in ("W1", "W2", "W3"):
             ratios = []
+            ceilings = []
             for run in sorted({j["run"] for j in rows}):
                 r = {j["system"] + ("-nodup" if "nodup" in j.get("config", "") else ""): j for j in rows if j["run"] == run}
                 if "herald" not in r:
@@ -94,6 +114,9 @@ def main(path):
                 elif (h.get("rate") or 0) == 0:
                     best = max(p["deliveries_per_s"] for p in peers)
                     ratios.append(("deliveries/s, Herald / best peer", h["deliveries_per_s"] / best))
+                    c = ceiling(h, max(peers, key=lambda p: p["deliveries_per_s"]))
+                    if c is not None:
+                        ceilings.append(c)
                 else:
                     best = min(p["latency_us"]["p99"] for p in peers if p.get("lost", 0) == 0) if any(
                         p.get("lost", 0) == 0 for p in peers) else None
@@ -120,6 +143,11 @@ def main(path):
                 vals = [v for _, v in ratios]
                 print(f"\n{label} (per run): " + ", ".join(f"{v:.2f}" for v in vals) +
                       f"; median **{statistics.median(vals):.2f}**")
+            if ceilings:
+                print("\nThe most this ratio could be on this machine if heraldd cost no CPU at all "
+                      "(every core running Herald's load generator at its CPU per delivery, against the "
+                      "best peer's deliveries/s; per run): " + ", ".join(f"{v:.2f}" for v in ceilings) +
+                      f"; median **{statistics.median(ceilings):.2f}**")
 
 
 if __name__ == "__main__":

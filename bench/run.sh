@@ -160,7 +160,8 @@ for run in $(seq "$RUNS"); do
       w=W1
       [[ $s == herald-ws ]] && w=W8
       wanted $w || continue
-      one $w "$s" "${W1_N}conns-idle" "$run" "" -- --workload idle --subscribers "$W1_N" --settle "$SETTLE" "${COMMON[@]}"
+      one $w "$s" "${W1_N}conns-idle" "$run" "" -- --workload idle --subscribers "$W1_N" --warmup $((W1_N / 10)) \
+        --settle "$SETTLE" "${COMMON[@]}"
     done
   fi
   # W2 broadcast (and W8): flat out, and latency at a fixed rate.

@@ -83,6 +83,7 @@ struct Options {
   double connect_timeout = 60;
   double drain_timeout = 10;
   double settle = 2;         // idle: wait before sampling memory
+  int warmup = 0;            // idle: connections opened (and kept) before the "before" sample
   int rcvbuf = 0;            // subscribers' SO_RCVBUF (0 = the kernel's default)
   int sub_workers = 0;       // subscriber processes (0: as few as --per-worker allows)
   bool spread_sources = true; // bind to 127.1.x.y source addresses (false: the kernel picks 127.0.0.1)
@@ -105,7 +106,7 @@ struct Options {
                "  --workload idle|broadcast|unicast|priority|reconnect --subscribers N [--publishers N]\n"
                "  [--rate MSG/S (0 = flat out)] [--messages N] [--seconds S] [--payload BYTES] [--qos 0|1]\n"
                "  [--priority 0-3] [--probe-rate MSG/S] [--missed N --api HOST:PORT] [--per-worker N]\n"
-               "  [--max-inflight N] [--connect-timeout S] [--drain-timeout S] [--settle S]\n"
+               "  [--max-inflight N] [--connect-timeout S] [--drain-timeout S] [--settle S] [--warmup N]\n"
                "  [--server-pid PID]... [--meta JSON] [--prefix P] [--channel C] [--rcvbuf BYTES]\n"
                "  [--sub-workers N] [--no-source-spread]\n",
                why.c_str());
@@ -150,6 +151,7 @@ Options parse(int argc, char** argv) {
     else if (k == "--connect-timeout") o.connect_timeout = num();
     else if (k == "--drain-timeout") o.drain_timeout = num();
     else if (k == "--settle") o.settle = num();
+    else if (k == "--warmup") o.warmup = static_cast<int>(num());
     else if (k == "--rcvbuf") o.rcvbuf = static_cast<int>(num());
     else if (k == "--no-source-spread") o.spread_sources = false;
     else if (k == "--sub-workers") o.sub_workers = static_cast<int>(num());
@@ -762,27 +764,34 @@ class Coordinator {
     self_ = n > 0 ? std::string(path, static_cast<size_t>(n)) : std::string("/proc/self/exe");
     if (o_.workload == Workload::kReconnect && !prepublish()) return 1;
     const ProcSample s0 = sample(o_.server_pids);
-    const uint64_t t_start = now_ns();
-    if (!spawn()) return fail_exit("could not start the worker processes");
+    uint64_t t_start = now_ns();
+    // Idle with --warmup W: W connections first, then the "before" sample (sw), then the
+    // rest. Memory per connection is then the slope over the rest, so what a server
+    // allocates once (for its first connections, or the first on each thread) is not
+    // spread over the measured ones; every system is measured the same way.
+    const int warm = o_.workload == Workload::kIdle ? std::clamp(o_.warmup, 0, std::max(o_.subscribers - 1, 0)) : 0;
+    ProcSample sw;
+    if (warm > 0) {
+      if (!spawn_one(false, 0, warm)) return fail_exit("could not start the worker processes");
+      std::string why;
+      if (!wait_setup(static_cast<uint64_t>(warm), 0, 0, t_start, why)) return fail_exit(why);
+      const uint64_t until = now_ns() + static_cast<uint64_t>(o_.settle * 1e9);
+      while (now_ns() < until) pump(50);
+      sw = sample(o_.server_pids);
+      t_start = now_ns();
+    }
+    if (!spawn(warm)) return fail_exit("could not start the worker processes");
     uint64_t sub_total = static_cast<uint64_t>(o_.subscribers);
     uint64_t pub_total = has_publishers(o_.workload)
                              ? static_cast<uint64_t>(o_.publishers + (o_.workload == Workload::kPriority ? 1 : 0))
                              : 0;
     // Phase 1: connect, handshake, subscribe (reconnect: until every inbox is drained).
     const uint64_t want_reconnect = sub_total * static_cast<uint64_t>(o_.missed);
-    for (;;) {
-      pump(100);
-      const Totals t = totals();
-      if (o_.workload == Workload::kReconnect) {
-        if (t.delivered[0] >= want_reconnect) break;
-      } else if (t.sub_ready == sub_total && t.pub_ready == pub_total) {
-        break;
+    {
+      std::string why;
+      if (!wait_setup(sub_total, pub_total, o_.workload == Workload::kReconnect ? want_reconnect : 0, t_start, why)) {
+        return fail_exit(why);
       }
-      if (t.dead > 0) return fail_exit("connections failed during setup (see the errors above)");
-      if (secs_since(t_start) > o_.connect_timeout) {
-        return fail_exit("setup timed out after " + std::to_string(o_.connect_timeout) + " s: " + t.text());
-      }
-      if (any_worker_exited()) return fail_exit("a worker exited early");
     }
     const double setup_s = secs_since(t_start);
     nlohmann::json result = base_result();
@@ -790,6 +799,7 @@ class Coordinator {
     uint64_t delivered_final = 0, expected = 0;
     double seconds = 0;
     ProcSample s1, s2;
+    ProcSample c1, c2;  // the load generator's own processes, same moments
     if (o_.workload == Workload::kIdle) {
       const uint64_t until = now_ns() + static_cast<uint64_t>(o_.settle * 1e9);
       while (now_ns() < until) pump(50);
@@ -805,6 +815,7 @@ class Coordinator {
       result["published"] = want_reconnect;
     } else {
       s1 = sample(o_.server_pids);
+      c1 = sample(worker_pids());
       const uint64_t t0 = now_ns();
       send_all_publishers("G\n");
       uint64_t pub_done_at = 0, last_change = now_ns(), last_delivered = 0, last_progress = now_ns();
@@ -829,6 +840,7 @@ class Coordinator {
         if (secs_since(last_progress) >= 1.0) last_progress = now_ns();
       }
       s2 = sample(o_.server_pids);
+      c2 = sample(worker_pids());
       seconds = static_cast<double>(last_change - t0) / 1e9;
       (void)last_progress;
     }
@@ -878,8 +890,18 @@ class Coordinator {
       srv["rss_bytes"] = s2.rss;
       srv["rss_peak_bytes"] = s2.hwm;
       if (o_.workload == Workload::kIdle && sub_total > 0) {
-        srv["rss_per_conn_bytes"] = (static_cast<double>(s1.rss) - static_cast<double>(s0.rss)) / static_cast<double>(sub_total);
+        const double from_zero =
+            (static_cast<double>(s1.rss) - static_cast<double>(s0.rss)) / static_cast<double>(sub_total);
         srv["rss_before_bytes"] = s0.rss;
+        if (warm > 0 && sw.ok) {
+          srv["rss_per_conn_bytes"] = (static_cast<double>(s1.rss) - static_cast<double>(sw.rss)) /
+                                      static_cast<double>(sub_total - static_cast<uint64_t>(warm));
+          srv["rss_per_conn_from_zero_bytes"] = from_zero;
+          srv["rss_after_warmup_bytes"] = sw.rss;
+          srv["warmup_connections"] = warm;
+        } else {
+          srv["rss_per_conn_bytes"] = from_zero;
+        }
       }
       if (o_.workload == Workload::kReconnect) srv["cpu_s"] = s2.cpu_s - s0.cpu_s;
       const uint64_t deliveries = t.delivered[0] + t.delivered[1];
@@ -887,6 +909,12 @@ class Coordinator {
         srv["write_calls_per_delivery"] = static_cast<double>(s2.syscw - s1.syscw) / static_cast<double>(deliveries);
       }
       result["server"] = srv;
+    }
+    if (c1.ok && c2.ok) {
+      // What the subscribers and publishers cost on the same cores: with the server's CPU
+      // it shows whether the machine, not the server, was the limit.
+      result["client"] = {{"cpu_s", c2.cpu_s - c1.cpu_s}, {"processes", workers_.size()}};
+      result["cores"] = sysconf(_SC_NPROCESSORS_ONLN);
     }
     std::printf("%s\n", result.dump().c_str());
     std::fflush(stdout);
@@ -982,11 +1010,44 @@ class Coordinator {
     return true;
   }
 
-  bool spawn() {
+  std::vector<int> worker_pids() const {
+    std::vector<int> pids;
+    for (const WorkerProc& w : workers_) pids.push_back(static_cast<int>(w.pid));
+    return pids;
+  }
+
+  // Waits until `subs` subscribers and `pubs` publishers are ready (reconnect: until
+  // `deliveries` arrived); false with the reason if a connection died, a worker exited or
+  // --connect-timeout passed.
+  bool wait_setup(uint64_t subs, uint64_t pubs, uint64_t deliveries, uint64_t t_start, std::string& why) {
+    for (;;) {
+      pump(100);
+      const Totals t = totals();
+      if (deliveries > 0) {
+        if (t.delivered[0] >= deliveries) return true;
+      } else if (t.sub_ready == subs && t.pub_ready == pubs) {
+        return true;
+      }
+      if (t.dead > 0) {
+        why = "connections failed during setup (see the errors above)";
+        return false;
+      }
+      if (secs_since(t_start) > o_.connect_timeout) {
+        why = "setup timed out after " + std::to_string(o_.connect_timeout) + " s: " + t.text();
+        return false;
+      }
+      if (any_worker_exited()) {
+        why = "a worker exited early";
+        return false;
+      }
+    }
+  }
+
+  // Subscriber workers for subscribers [first, --subscribers), and the publisher.
+  bool spawn(int first) {
     int per = o_.per_worker;
     if (o_.sub_workers > 0) per = std::min(per, (o_.subscribers + o_.sub_workers - 1) / o_.sub_workers);
     per = std::max(per, 1);
-    int first = 0;
     while (first < o_.subscribers) {
       const int n = std::min(per, o_.subscribers - first);
       if (!spawn_one(false, first, n)) return false;
