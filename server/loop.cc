@@ -21,8 +21,13 @@ namespace herald::server {
 namespace {
 
 constexpr size_t kReadBufferSize = 64 * 1024;  // one per loop, shared by its connections
+// libevent runs only the most urgent non-empty priority queue per iteration. Wake-ups
+// and timers come first. Socket events share the flush's queue: a socket callback that
+// queues output activates the flush behind itself, so the flush runs after the socket
+// callbacks of the same iteration, and busy sockets cannot put it off to a later one.
 constexpr int kPriorityIo = 0;
-constexpr int kPriorityFlush = 1;  // runs after every I/O callback of the iteration
+constexpr int kPrioritySockets = 1;
+constexpr int kPriorityFlush = 1;
 constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
 constexpr uint64_t kSlotBits = 24;                 // connection id layout: see ConnectionId
 constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
@@ -61,7 +66,7 @@ Loop::Loop(size_t index, ServerContext* context)
   sockets_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (sockets_fd_ < 0) throw std::runtime_error(std::string("epoll_create1 failed: ") + std::strerror(errno));
   sockets_ev_ = event_new(base_, sockets_fd_, EV_READ | EV_PERSIST, on_sockets, this);
-  event_priority_set(sockets_ev_, kPriorityIo);
+  event_priority_set(sockets_ev_, kPrioritySockets);
   event_add(sockets_ev_, nullptr);
   codec_.inbound_tally = &inbound_tally_;
   event_priority_set(wakeup_ev_, kPriorityIo);

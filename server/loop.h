@@ -154,7 +154,7 @@ class Loop {
   event* resume_ev_ = nullptr;
   int sockets_fd_ = -1;             // the epoll set of watch_socket()
   event* sockets_ev_ = nullptr;     // libevent's watch on it
-  static constexpr size_t kSocketEvents = 512;  // per callback; more wait for the next iteration
+  static constexpr size_t kSocketEvents = 4096;  // per callback (as libevent's own epoll at most); more wait for the next iteration
   std::array<epoll_event, kSocketEvents> socket_events_{};
   std::thread thread_;
   codec::CodecContext codec_;
