@@ -133,6 +133,9 @@ const Setting kSettings[] = {
      "most bytes of queued lower-priority publications written in one batch; at least 1"},
     {"delivery", "send_buffer_bytes", &Config::send_buffer_bytes, "BYTES",
      "kernel send buffer of each client socket (SO_SNDBUF); 0 = the kernel sizes it"},
+    {"delivery", "unsent_limit_bytes", &Config::unsent_limit_bytes, "BYTES",
+     "most bytes a client socket holds that TCP has not sent yet (TCP_NOTSENT_LOWAT): the rest\n"
+     "waits in the lanes, where P0 overtakes P3; 0 = no limit (the kernel's default)"},
     {"delivery", "io_uring", &Config::io_uring, "BOOL",
      "write the connections flushed at the end of a loop iteration with one io_uring submission\n"
      "(false: one writev each); the loop falls back to writev if the kernel refuses io_uring"},

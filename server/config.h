@@ -71,6 +71,7 @@ struct Config {
   size_t hard_limit_bytes = 1048576;
   size_t batch_bytes = 65536;
   uint32_t send_buffer_bytes = 0;  // SO_SNDBUF of client sockets; 0 = the kernel's own sizing
+  uint32_t unsent_limit_bytes = 0;  // TCP_NOTSENT_LOWAT of client sockets; 0 = the kernel's default
   bool io_uring = true;            // end-of-iteration writes: one io_uring submission per loop iteration
   uint32_t dedup_window_s = 300;
   size_t publish_backlog = 16384;  // deliveries a loop may be behind before bulk publishers wait

@@ -395,6 +395,13 @@ void Server::accept(evutil_socket_t fd, sockaddr* addr, bool tls, bool ws) {
     const int size = static_cast<int>(std::min<uint32_t>(config_.send_buffer_bytes, INT32_MAX));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
+  if (config_.unsent_limit_bytes > 0) {
+    // Bytes TCP has not sent yet can be overtaken only while they are still in the lanes:
+    // the socket takes (and reports writable) only while less than this is unsent, however
+    // large its buffer grows for what is in flight.
+    const int lowat = static_cast<int>(std::min<uint32_t>(config_.unsent_limit_bytes, INT32_MAX));
+    setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+  }
   Loop& loop = *loops_[next_loop_++ % loops_.size()];
   loop.post_connection(fd, tls, ip_key, ws);
 }

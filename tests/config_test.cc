@@ -647,6 +647,7 @@ Config everything_changed(const std::string& cert, const std::string& key, const
   c.hard_limit_bytes = 8;
   c.batch_bytes = 9;
   c.send_buffer_bytes = 12;
+  c.unsent_limit_bytes = 13;
   c.io_uring = false;
   c.dedup_window_s = 10;
   c.publish_backlog = 14;

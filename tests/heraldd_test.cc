@@ -557,6 +557,61 @@ TEST_F(HeralddBigQueues, NoPublicationOfAChannelFollowsItsUnsubscribeOk) {
   EXPECT_FALSE(c.read_until(FrameType::kPublication, 500)) << "a publication followed UnsubscribeOk";
 }
 
+// delivery.unsent_limit_bytes (TCP_NOTSENT_LOWAT): with the kernel's own send buffer
+// sizing, a socket whose reader stalls takes bulk frames until its buffer is full, and a
+// P0 published then waits behind all of them. With the limit, the socket takes little more
+// than the limit of what it cannot send yet; the rest stays in the lanes, where the P0
+// overtakes it.
+
+// P3 publications the reader got before the P0 (published after a 1 MB P3 backlog).
+int p3_ahead_of_p0(uint32_t unsent_limit, int* total) {
+  HeralddProcess server;
+  EXPECT_TRUE(server.start({"--delivery.unsent_limit_bytes", std::to_string(unsent_limit),
+                            "--delivery.soft_limit_bytes", "8388608", "--delivery.hard_limit_bytes", "16777216",
+                            "--limits.api_max_body_bytes", "8388608"}))
+      << server.log();
+  Client c(server.port("tcp"));
+  c.shrink_receive_buffer(16384);
+  EXPECT_TRUE(c.handshake(make_token("lowat")));
+  EXPECT_EQ(c.subscribe("user:lowat")->type, FrameType::kSubscribeOk);
+  constexpr int kBacklog = 1000;
+  nlohmann::json batch = {{"messages", nlohmann::json::array()}};
+  for (int i = 0; i < kBacklog; ++i) batch["messages"].push_back(publish_body("user:lowat", std::string(1000, 'x'), 3));
+  EXPECT_EQ(http(server.port("api"), "POST", "/v1/publish/batch", batch.dump()).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the server writes what the socket takes
+  EXPECT_EQ(publish(server, publish_body("user:lowat", "margin call", 0)).status, 200);
+  int ahead = -1, p3 = 0;
+  while (auto m = c.read(5000)) {
+    if (m->type != FrameType::kPublication) continue;
+    const auto& p = m->as<v1::Publication>();
+    if (p.priority() == v1::P0) {
+      ahead = p3;
+    } else {
+      ++p3;
+    }
+    if (ahead >= 0 && p3 == kBacklog) break;
+  }
+  *total = p3;
+  EXPECT_EQ(metric(server.port("api"), "herald_shed_total{priority=\"P3\"}"), 0);
+  return ahead;
+}
+
+TEST(HeralddUnsentLimit, AP0OvertakesWhatTheSocketHasNotTakenAndNothingIsLost) {
+  int total_off = 0, total_on = 0;
+  const int off = p3_ahead_of_p0(0, &total_off);
+  const int on = p3_ahead_of_p0(4096, &total_on);
+  EXPECT_EQ(total_off, 1000);
+  EXPECT_EQ(total_on, 1000);
+  ASSERT_GE(off, 0) << "no P0 arrived (no limit)";
+  ASSERT_GE(on, 0) << "no P0 arrived (limit 4096)";
+  ::testing::Test::RecordProperty("p3_ahead_without_limit", off);
+  ::testing::Test::RecordProperty("p3_ahead_with_limit", on);
+  // With a 16 KiB receive buffer (32 KiB in the kernel), 4 KiB unsent and one 64 KiB
+  // write past it, at most about 100 frames of 1 KB can be ahead.
+  EXPECT_LE(on, 110) << "P3 frames ahead of the P0 with the limit";
+  EXPECT_GT(off, on * 2) << "without the limit the socket should have taken far more of the backlog";
+}
+
 }  // namespace
 }  // namespace herald::testing
 
