@@ -69,7 +69,7 @@ Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std:
 }
 
 Connection::~Connection() {
-  if (watching_ != 0) loop_->watch_socket(fd_, id_, watching_, 0);
+  if (watching_ != 0) loop_->watch_socket(fd_, id_, true, 0);
   if (bev_ != nullptr) {
     bufferevent_free(bev_);  // closes the fd (BEV_OPT_CLOSE_ON_FREE)
   } else if (fd_ >= 0) {
@@ -404,8 +404,8 @@ bool Connection::watch(bool read, bool write) {
   // One registration for both directions, changed only when the set changes (a write
   // blocks or unblocks, reading stops).
   const uint32_t events = (read ? uint32_t{EPOLLIN} : 0) | (write ? uint32_t{EPOLLOUT} : 0);
-  if (!loop_->watch_socket(fd_, id_, watching_, events)) {
-    if (watching_ != 0) loop_->watch_socket(fd_, id_, watching_, 0);
+  if (!loop_->watch_socket(fd_, id_, watching_ != 0, events)) {
+    if (watching_ != 0) loop_->watch_socket(fd_, id_, true, 0);
     watching_ = 0;
     return false;
   }

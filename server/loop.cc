@@ -26,8 +26,8 @@ constexpr size_t kReadBufferSize = 64 * 1024;  // one per loop, shared by its co
 // queues output activates the flush behind itself, so the flush runs after the socket
 // callbacks of the same iteration, and busy sockets cannot put it off to a later one.
 constexpr int kPriorityIo = 0;
-constexpr int kPrioritySockets = 1;
 constexpr int kPriorityFlush = 1;
+constexpr int kPrioritySockets = kPriorityFlush;
 constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
 constexpr uint64_t kSlotBits = 24;                 // connection id layout: see ConnectionId
 constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
@@ -439,11 +439,11 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
 
 // ---------------------------------------------------------------- registries
 
-bool Loop::watch_socket(int fd, ConnectionId id, uint32_t was, uint32_t events) noexcept {
+bool Loop::watch_socket(int fd, ConnectionId id, bool in_set, uint32_t events) noexcept {
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = id;
-  const int op = events == 0 ? EPOLL_CTL_DEL : was == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  const int op = events == 0 ? EPOLL_CTL_DEL : in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
   return epoll_ctl(sockets_fd_, op, fd, &ev) == 0;
 }
 

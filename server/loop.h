@@ -110,9 +110,9 @@ class Loop {
   // Plain-TCP and WebSocket sockets are watched in the loop's own epoll set, which
   // libevent watches as one descriptor: a connection then costs one kernel epoll entry,
   // not a 128-byte libevent event and libevent's per-descriptor entry as well.
-  // `events`: EPOLLIN and/or EPOLLOUT; `was`: what the socket watched until now (0: not
-  // in the set); events 0 removes it. False if the kernel refused.
-  bool watch_socket(int fd, ConnectionId id, uint32_t was, uint32_t events) noexcept;
+  // `events`: EPOLLIN and/or EPOLLOUT; `in_set`: the socket is in the set already;
+  // events 0 removes it. False if the kernel refused.
+  bool watch_socket(int fd, ConnectionId id, bool in_set, uint32_t events) noexcept;
   // Registries of this loop's connections by channel and by user. A personal channel
   // `user:<id>` is kept in its user's entry, not in a map entry of its own.
   void add_subscriber(const std::string& channel, ConnectionId id);

@@ -514,12 +514,20 @@ TEST_P(HeralddWriteModes, BroadcastAndAFullSocketLoseNothing) {
 INSTANTIATE_TEST_SUITE_P(IoUringAndWritev, HeralddWriteModes, ::testing::Values(true, false),
                          [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "IoUring" : "Writev"; });
 
-// Output limits far above what the (small) kernel socket buffers hold, so most of the
-// backlog is still queued in the server when the Unsubscribe arrives.
+// Output limits far above what a test's backlog needs, so nothing is shed or closed as a
+// slow consumer, and API requests big enough for a batch of 1,000 messages of 1 KB.
+std::vector<std::string> big_queue_args() {
+  return {"--delivery.soft_limit_bytes", "8388608", "--delivery.hard_limit_bytes", "16777216",
+          "--limits.api_max_body_bytes", "8388608"};
+}
+
+// Big queues and small kernel socket buffers, so most of the backlog is still queued in
+// the server when the Unsubscribe arrives.
 class HeralddBigQueues : public Heraldd {
   std::vector<std::string> args() override {
-    return {"--delivery.soft_limit_bytes", "8388608", "--delivery.hard_limit_bytes", "16777216",
-            "--limits.api_max_body_bytes", "8388608", "--delivery.send_buffer_bytes", "16384"};
+    std::vector<std::string> a = big_queue_args();
+    a.insert(a.end(), {"--delivery.send_buffer_bytes", "16384"});
+    return a;
   }
 };
 
@@ -566,10 +574,9 @@ TEST_F(HeralddBigQueues, NoPublicationOfAChannelFollowsItsUnsubscribeOk) {
 // P3 publications the reader got before the P0 (published after a 1 MB P3 backlog).
 int p3_ahead_of_p0(uint32_t unsent_limit, int* total) {
   HeralddProcess server;
-  EXPECT_TRUE(server.start({"--delivery.unsent_limit_bytes", std::to_string(unsent_limit),
-                            "--delivery.soft_limit_bytes", "8388608", "--delivery.hard_limit_bytes", "16777216",
-                            "--limits.api_max_body_bytes", "8388608"}))
-      << server.log();
+  std::vector<std::string> args = big_queue_args();
+  args.insert(args.end(), {"--delivery.unsent_limit_bytes", std::to_string(unsent_limit)});
+  EXPECT_TRUE(server.start(args)) << server.log();
   Client c(server.port("tcp"));
   c.shrink_receive_buffer(16384);
   EXPECT_TRUE(c.handshake(make_token("lowat")));
