@@ -31,13 +31,16 @@ struct DeliveryLanes::PublicationEntry : Entry {
   PublicationPtr record;
 };
 
-// One prepared frame: its header (with its sequence number) and how much of it
-// (header then body) was written.
+// One prepared frame: its header (with its sequence number), how much of it (header
+// then body) was written, and the round robin as it was before the frame was picked,
+// so that a frame given back (return_unwritten) is picked again exactly as before.
 struct DeliveryLanes::Slot {
   Entry* entry;
   uint32_t frame;
   uint32_t written;
   uint8_t header[codec::kHeaderSize];
+  uint32_t deficit[3];
+  uint8_t rr_lane;
 };
 
 namespace {
@@ -393,6 +396,8 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
   }
   const size_t batch = limits_->batch_bytes;
   while (pieces < max_iov) {
+    uint32_t deficit[3] = {s_->deficit[0], s_->deficit[1], s_->deficit[2]};
+    const uint8_t rr_lane = s_->rr_lane;
     size_t size = 0;
     Entry* e = pick(&size);
     if (e == nullptr) break;
@@ -404,6 +409,8 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
     s.entry = e;
     s.frame = e->next_frame;
     s.written = 0;
+    std::copy(deficit, deficit + 3, s.deficit);
+    s.rr_lane = rr_lane;
     e->frames->write_header(e->next_frame, next_sequence_++, s.header);
     if (e->next_frame == 0 && e->lane >= kP2) s_->droppable_bytes[e->lane - kP2] -= e->frames->wire_size();
     ++e->next_frame;
@@ -475,6 +482,7 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms, WrittenHook written) noe
   const size_t done = n - left;
   sub_queued(done);
   if (counters_ != nullptr) counters_->bytes_out += done;
+  return_unwritten();
   if (s_->ring_count == 0 && s_->ring != nullptr) {
     delete[] s_->ring;
     s_->ring = nullptr;
@@ -483,6 +491,34 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms, WrittenHook written) noe
   }
   track_soft(now_ms);
   free_state_if_idle();
+}
+
+void DeliveryLanes::return_unwritten() noexcept {
+  // Only the first slot can be partly written (writes go in ring order), so every slot
+  // behind it with nothing written leaves the ring, last first: the sequence numbers
+  // handed out stay contiguous, and each message goes back to the head of its lane in
+  // the order it was prepared.
+  while (s_->ring_count > 0) {
+    Slot& s = slot(s_->ring_count - 1u);
+    if (s.written != 0) break;
+    Entry* e = s.entry;
+    --s_->ring_count;
+    --next_sequence_;
+    --e->in_flight;
+    const bool detached = e->next_frame == e->end_frame;
+    --e->next_frame;
+    if (detached) {
+      // Its lane's head was the next message after it, never started since (its frames
+      // would be behind this one in the ring, and were returned first).
+      Lane& l = s_->lanes[e->lane];
+      e->next = l.head;
+      l.head = e;
+      if (l.tail == nullptr) l.tail = e;
+    }
+    if (e->next_frame == 0 && e->lane >= kP2) s_->droppable_bytes[e->lane - kP2] += e->frames->wire_size();
+    std::copy(s.deficit, s.deficit + 3, s_->deficit);
+    s_->rr_lane = s.rr_lane;
+  }
 }
 
 bool DeliveryLanes::soft_limit_exceeded_too_long(uint64_t now_ms) const noexcept {
@@ -504,6 +540,7 @@ size_t DeliveryLanes::queued_frames(int lane) const noexcept {
 
 size_t DeliveryLanes::discard_channel(std::string_view channel) noexcept {
   if (s_ == nullptr) return 0;
+  return_unwritten();  // prepared but unwritten messages of the channel are dropped too
   size_t dropped = 0;
   for (int lane = kP0; lane <= kP3; ++lane) {
     Lane& l = s_->lanes[lane];
@@ -556,6 +593,7 @@ void DeliveryLanes::discard_queued() noexcept {
 
 void DeliveryLanes::discard_unprepared() noexcept {
   if (s_ == nullptr) return;
+  return_unwritten();  // only a frame already partly written must still go out
   for (Lane& l : s_->lanes) {
     for (Entry* e = l.head; e != nullptr;) {
       Entry* next = e->next;

@@ -71,7 +71,7 @@ struct LaneCounters {
 // allocated when something is queued and freed when everything is written. Each queued message costs one node: 48 bytes for a publication (its
 // PublicationPtr and a pointer to the shared frames, whose bytes are never copied), 88
 // for a control frame (its EncodedMessage is moved in, buffers included). Headers of
-// prepared frames live in a ring of 32-byte slots (8 at first, doubling), allocated
+// prepared frames live in a ring of 48-byte slots (8 at first, doubling), allocated
 // while something is in flight and freed as soon as nothing is.
 //
 // Not thread-safe: used by the connection's event loop thread only. All functions are
@@ -96,8 +96,8 @@ class DeliveryLanes {
   // before every publication lane, are never shed, and count toward the limits.
   // Returns kQueued, or kSlowConsumer (nothing queued, `frame` left untouched) if the
   // queued bytes would exceed hard_bytes — except when no other frame waits to be
-  // prepared (the queue is empty or holds only the rest of frames already prepared, at
-  // most one batch): then one frame is always accepted, so an Error can still be sent
+  // prepared (the queue is empty or holds only the rest of a frame partly written):
+  // then one frame is always accepted, so an Error can still be sent
   // after discard_queued(). It must be a control message (never fragmented); a message
   // without frames is ignored (kQueued).
   EnqueueOutcome enqueue_control(codec::EncodedMessage&& frame, uint64_t now_ms) noexcept;
@@ -136,8 +136,8 @@ class DeliveryLanes {
                          uint64_t now_ms, bool collapse = false) noexcept;
 
   // True while a control frame or a P0 frame waits to be prepared: the connection
-  // should write now instead of at the end of the loop iteration. (Frames already
-  // prepared but not written do not count: the writer is already waiting on the socket.)
+  // should write now instead of at the end of the loop iteration. (A frame partly
+  // written does not count: the writer is already waiting on the socket.)
   bool urgent() const noexcept;
 
   // Describes the next bytes to write in up to `max_iov` iovecs and returns how many it
@@ -153,9 +153,12 @@ class DeliveryLanes {
   size_t prepare(struct iovec* iov, size_t max_iov) noexcept;
 
   // `n` bytes of what the last prepare() described were written (a partial write is
-  // fine: the rest stays first in line). Frees finished messages. `n` beyond what is in
-  // flight is ignored. `written`: told of every publication completely written by these
-  // bytes (message receipts' "sent"), in the order written.
+  // fine: a frame partly written stays first in line). Frees finished messages. Frames
+  // prepared but not written at all go back to the heads of their lanes and give their
+  // sequence numbers back, so that a control frame or P0 queued while the socket is
+  // full overtakes them (prepared frames cannot be overtaken: their numbers are fixed).
+  // `n` beyond what is in flight is ignored. `written`: told of every publication
+  // completely written by these bytes (message receipts' "sent"), in the order written.
   void consumed(size_t n, uint64_t now_ms, WrittenHook written = {}) noexcept;
 
   // True when queued bytes are above the soft limit and have been ever since a moment at
@@ -178,8 +181,8 @@ class DeliveryLanes {
   // The counters passed to the constructor (loop-level), or an all-zero instance if none.
   const LaneCounters& counters() const noexcept;
 
-  // Drops every frame not yet prepared, keeping the frames already prepared (they carry
-  // sequence numbers and may be half written): the stream stays well-formed, so an
+  // Drops every frame not yet written, keeping a frame partly written (it carries its
+  // sequence number and its first bytes are on the wire): the stream stays well-formed, so an
   // Error frame queued next (always accepted, see enqueue_control) follows them. For
   // closing with kSlowConsumer. A message cut short this way is discarded by the
   // receiver at end of stream (§7.6). Not counted as shed.
@@ -230,6 +233,7 @@ class DeliveryLanes {
   bool ensure_state() noexcept;        // false if it could not be allocated
   void free_state_if_idle() noexcept;  // once nothing is queued or in flight
   void discard_unprepared() noexcept;  // discard_queued() without freeing the state
+  void return_unwritten() noexcept;    // see consumed(): unwritten frames back to their lanes
 
   const OutputLimits* limits_;
   LaneCounters* counters_;

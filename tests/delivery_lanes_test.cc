@@ -418,6 +418,107 @@ TEST_F(DeliveryLanesTest, DiscardChannelDropsItsQueuedPublicationsButFinishesASt
   EXPECT_TRUE(lanes.empty());
 }
 
+TEST_F(DeliveryLanesTest, ABatchTheSocketRefusedGoesBackSoAP0QueuedNextGoesFirst) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  for (uint64_t i = 1; i <= 20; ++i) ASSERT_EQ(pub(lanes, i, 3, 200), EnqueueOutcome::kQueued);
+  std::vector<iovec> iov(64);
+  const size_t heap_queued = live_heap();
+  ASSERT_GT(lanes.prepare(iov.data(), iov.size()), 0u);
+  ASSERT_EQ(lanes.next_sequence(), 20u);  // the whole backlog fits one batch
+  lanes.consumed(0, 0);  // the socket took nothing (EAGAIN)
+  // Every frame went back, with its sequence number, and the ring is freed.
+  EXPECT_EQ(lanes.next_sequence(), 0u);
+  EXPECT_EQ(lanes.queued_frames(3), 20u);
+  EXPECT_EQ(live_heap(), heap_queued);
+  EXPECT_FALSE(lanes.urgent());
+
+  ASSERT_EQ(pub(lanes, 1000, 0, 200), EnqueueOutcome::kQueued);
+  EXPECT_TRUE(lanes.urgent());
+  Bytes wire;
+  drain(lanes, wire);
+  const auto got = decode_messages(wire);  // also checks the sequence numbers 0, 1, 2 ...
+  ASSERT_EQ(got.size(), 21u);
+  EXPECT_EQ(got[0].key, 1000u);
+  for (size_t i = 1; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].key, i);
+    EXPECT_TRUE(got[i].intact);
+  }
+  EXPECT_EQ(counters_.queued[3], 20u);
+  EXPECT_EQ(counters_.shed[3], 0u);
+  EXPECT_EQ(counters_.frames_out, 21u);
+}
+
+TEST_F(DeliveryLanesTest, MessagesGivenBackCanBeShedLikeAnyUnstartedOne) {
+  const size_t w = frames(record(1, 3, 200)).wire_size();
+  limits_.soft_bytes = 10 * w;
+  limits_.hard_bytes = 20 * w;
+  DeliveryLanes lanes(&limits_, &counters_);
+  for (uint64_t i = 1; i <= 10; ++i) ASSERT_EQ(pub(lanes, i, 3, 200), EnqueueOutcome::kQueued);
+  // All ten prepared, and the first one partly written: nine go back.
+  Bytes wire;
+  write_once(lanes, wire, 64, [](size_t) { return 5; });
+  EXPECT_EQ(lanes.next_sequence(), 1u);
+  // A P1 that needs room drops the oldest P3 that had not started: the second one.
+  ASSERT_EQ(pub(lanes, 100, 1, 200), EnqueueOutcome::kQueued);
+  EXPECT_EQ(counters_.shed[3], 1u);
+  drain(lanes, wire);
+  const auto got = decode_messages(wire);
+  ASSERT_EQ(got.size(), 10u);
+  EXPECT_EQ(got[0].key, 1u);  // the one already on the wire is finished first
+  std::vector<uint64_t> p3;   // then, by the round robin, the P1 and 3 .. 10: 2 was shed
+  size_t p1 = 0;
+  for (size_t i = 1; i < got.size(); ++i) {
+    if (got[i].key == 100u) {
+      ++p1;
+    } else {
+      p3.push_back(got[i].key);
+    }
+  }
+  EXPECT_EQ(p1, 1u);
+  EXPECT_EQ(p3, (std::vector<uint64_t>{3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(counters_.queued_bytes, 0);
+}
+
+TEST_F(DeliveryLanesTest, DiscardChannelAlsoDropsWhatWasPreparedButNotWritten) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  for (uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(pub(lanes, i, 2, 100), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, record(50, 2, 100, "other")), EnqueueOutcome::kQueued);
+  // Prepared in one batch; the socket took part of the first frame only.
+  std::vector<iovec> iov(64);
+  ASSERT_GT(lanes.prepare(iov.data(), iov.size()), 0u);
+  ASSERT_EQ(lanes.next_sequence(), 6u);
+  Bytes wire(static_cast<const uint8_t*>(iov[0].iov_base), static_cast<const uint8_t*>(iov[0].iov_base) + 3);
+  lanes.consumed(3, 0);
+  EXPECT_EQ(lanes.discard_channel("news"), 4u);  // 2 .. 5: 1 has started
+  ASSERT_EQ(lanes.enqueue_control(pong(9), 0), EnqueueOutcome::kQueued);
+  drain(lanes, wire);
+  const auto got = decode_messages(wire);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].key, 1u);
+  EXPECT_TRUE(got[0].intact);
+  EXPECT_EQ(got[1].type, codec::FrameType::kPong);
+  EXPECT_EQ(got[2].key, 50u);
+  EXPECT_EQ(counters_.queued_bytes, 0);
+}
+
+TEST_F(DeliveryLanesTest, DiscardQueuedKeepsOnlyTheFramePartlyWritten) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  for (uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(pub(lanes, i, 3, 100), EnqueueOutcome::kQueued);
+  Bytes wire;
+  write_once(lanes, wire, 64, [](size_t) { return 3; });
+  lanes.discard_queued();
+  EXPECT_EQ(lanes.queued_frames(3), 1u);
+  ASSERT_EQ(lanes.enqueue_control(pong(7), 0), EnqueueOutcome::kQueued);  // the Error's place
+  drain(lanes, wire);
+  const auto got = decode_messages(wire);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].key, 1u);
+  EXPECT_TRUE(got[0].intact);
+  EXPECT_EQ(got[1].type, codec::FrameType::kPong);
+  EXPECT_TRUE(lanes.empty());
+  EXPECT_EQ(counters_.queued_bytes, 0);
+}
+
 TEST_F(DeliveryLanesTest, P0GoesBetweenFragmentsOfAHalfWrittenP3Message) {
   limits_.batch_bytes = 2048;
   DeliveryLanes lanes(&limits_, &counters_);
@@ -441,6 +542,12 @@ TEST_F(DeliveryLanesTest, P0GoesBetweenFragmentsOfAHalfWrittenP3Message) {
     left -= take;
   }
   lanes.consumed(half, 0);
+  // The frames not written at all went back to the lane with their sequence numbers:
+  // only the frames written, the last of them partly, keep theirs.
+  const size_t kept = lanes.next_sequence();
+  ASSERT_GE(kept, 1u);
+  ASSERT_LT(kept, prepared_frames);
+  EXPECT_EQ(lanes.queued_frames(3), frames(big).frame_count() - (kept - 1));
 
   // Now urgent work arrives.
   EXPECT_FALSE(lanes.urgent());
@@ -451,16 +558,17 @@ TEST_F(DeliveryLanesTest, P0GoesBetweenFragmentsOfAHalfWrittenP3Message) {
   drain(lanes, wire);
 
   const auto seen = decode_frames(wire);
-  // The frames prepared before are finished first (their sequence numbers were fixed),
-  // then the Pong and the two P0 messages, then the rest of the P3 message.
-  ASSERT_GT(seen.size(), prepared_frames + 3);
-  for (size_t i = 0; i < prepared_frames; ++i) EXPECT_TRUE(seen[i].fragment) << i;
-  EXPECT_EQ(seen[prepared_frames].type, codec::FrameType::kPong);
-  EXPECT_FALSE(seen[prepared_frames + 1].fragment);
-  EXPECT_EQ(seen[prepared_frames + 1].key, 1u);
-  EXPECT_EQ(seen[prepared_frames + 2].key, 2u);
-  EXPECT_TRUE(seen[prepared_frames + 3].fragment);
-  EXPECT_EQ(seen[prepared_frames + 3].index, prepared_frames);
+  // The frame partly written is finished first (its sequence number was fixed), then
+  // the Pong and the two P0 messages, then the rest of the P3 message: the prepared
+  // frames that had not started did not hold them up.
+  ASSERT_GT(seen.size(), kept + 3);
+  for (size_t i = 0; i < kept; ++i) EXPECT_TRUE(seen[i].fragment) << i;
+  EXPECT_EQ(seen[kept].type, codec::FrameType::kPong);
+  EXPECT_FALSE(seen[kept + 1].fragment);
+  EXPECT_EQ(seen[kept + 1].key, 1u);
+  EXPECT_EQ(seen[kept + 2].key, 2u);
+  EXPECT_TRUE(seen[kept + 3].fragment);
+  EXPECT_EQ(seen[kept + 3].index, kept);
 
   const auto got = decode_messages(wire);
   ASSERT_EQ(got.size(), 4u);
@@ -818,10 +926,11 @@ TEST_F(DeliveryLanesTest, AStartedMessageIsNeverDropped) {
   const PublicationPtr started = record(300, 3, 3000);  // 6+ fragments
   ASSERT_EQ(pub(lanes, started), EnqueueOutcome::kQueued);
   for (uint64_t i = 1; i <= 3; ++i) ASSERT_EQ(pub(lanes, 3000 + i, 3, 200), EnqueueOutcome::kQueued);
-  // Its first fragment goes out (prepared, not even written).
+  // Its first fragment starts: one byte of it is written.
   std::vector<iovec> iov(8);
   ASSERT_EQ(lanes.prepare(iov.data(), iov.size()), 2u);
-  lanes.consumed(0, 0);
+  Bytes wire(static_cast<const uint8_t*>(iov[0].iov_base), static_cast<const uint8_t*>(iov[0].iov_base) + 1);
+  lanes.consumed(1, 0);
   EXPECT_EQ(lanes.queued_frames(3), frames(started).frame_count() + 3);
   // P1s push everything droppable out: the three small P3s, not the started one.
   for (uint64_t i = 1; i <= 30; ++i) {
@@ -835,7 +944,6 @@ TEST_F(DeliveryLanesTest, AStartedMessageIsNeverDropped) {
   EXPECT_EQ(lanes.queued_frames(3), frames(started).frame_count());
   // The unstarted message ahead of nothing: a new P3 is shed, the started one stays.
   EXPECT_EQ(pub(lanes, 399, 3, 10), EnqueueOutcome::kShed);
-  Bytes wire;
   limits_.batch_bytes = 4096;
   drain(lanes, wire);
   const auto got = decode_messages(wire);
