@@ -423,11 +423,13 @@ void Connection::on_socket(uint32_t events) {
   loop_->refresh_clock();
   if (writable) {
     write_blocked_ = false;
-    watch(reading(), false);
-    // Written at once, not in the end-of-iteration submission: a P0 already prepared
-    // behind bulk frames must not wait for the whole loop iteration (deferring these
-    // writes made W5's P0 p99 3-4 times worse, docs/benchmarks.md, fourth round).
+    // Written at once, not in the end-of-iteration submission: a P0 waiting for room
+    // must not wait for the whole loop iteration (deferring these writes made W5's P0
+    // p99 3-4 times worse, docs/benchmarks.md, fourth round).
     flush();
+    // A socket that took part and blocked again stays watched as it was; only one
+    // written out stops watching for room (one epoll_ctl, not two per turn).
+    if (!write_blocked_) watch(reading(), false);
     update_timer();
   }
   if (readable && reading()) on_read(fd_, EV_READ, this);

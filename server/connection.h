@@ -70,6 +70,9 @@ class Connection final : public SessionHost {
   void resume_reading();
   // Plain TCP and WebSocket: the loop's epoll set reported `events` for this socket.
   void on_socket(uint32_t events);
+  // A control frame or a P0 publication waits to be written (Loop::on_sockets serves
+  // such sockets first).
+  bool urgent_output() const noexcept { return lanes_.urgent(); }
 
   // ---- SessionHost ----
   void send(codec::EncodedMessage&& frame) noexcept override;

@@ -121,10 +121,17 @@ void Loop::post(std::function<void(Loop&)> fn) {
 }
 
 void Loop::post_publication(PublicationPtr publication, uint32_t deliveries) {
+  const bool urgent = publication->urgent();
   {
     std::lock_guard lock(post_mu_);
-    posted_publications_.push_back(std::move(publication));
-    posted_deliveries_ += deliveries;
+    if (urgent) {
+      posted_urgent_.push_back(std::move(publication));
+      posted_urgent_deliveries_ += deliveries;
+      urgent_pending_.store(true, std::memory_order_relaxed);
+    } else {
+      posted_publications_.push_back(std::move(publication));
+      posted_deliveries_ += deliveries;
+    }
   }
   backlog_.fetch_add(deliveries, std::memory_order_relaxed);
   if (!wakeup_pending_.exchange(true)) event_active(wakeup_ev_, EV_READ, 0);
@@ -151,8 +158,9 @@ void Loop::post_connection(int fd, bool tls, const std::string* peer_ip, bool ws
       loop.context_->limiter->remove_connection(ip);
       return;
     }
-    const ConnectionId id =
-        (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{loop.next_serial_++} << kSlotBits) | slot;
+    const uint32_t serial = loop.next_serial_++;
+    if (loop.next_serial_ == 0) loop.next_serial_ = 1;  // no id is ever kServed (0)
+    const ConnectionId id = (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{serial} << kSlotBits) | slot;
     loop.slots_[slot] = std::make_unique<Connection>(&loop, id, fd, tls, peer_ip, ws);
     Connection* raw = loop.slots_[slot].get();
     ++loop.live_;
@@ -197,10 +205,30 @@ void Loop::drain_posts() {
   }
   // Publications first: one accepted before a shutdown (or any other post) was
   // queued must reach its subscribers before they are told GoAway. Publications
-  // of one channel arrive in offset order (posted under the channel's lock).
-  for (const auto& p : pubs) deliver(p);
+  // of one channel arrive in offset order (posted under the channel's lock) within
+  // each class; an urgent one goes before every bulk one posted after it, and before
+  // the bulk ones taken with it, which it may overtake (Session::wants).
+  deliver_urgent();
+  for (const auto& p : pubs) {
+    deliver(p);
+    if (urgent_pending_.load(std::memory_order_relaxed)) deliver_urgent();
+  }
   backlog_.fetch_sub(deliveries, std::memory_order_relaxed);
   for (auto& fn : fns) fn(*this);
+}
+
+void Loop::deliver_urgent() {
+  std::vector<PublicationPtr> pubs;
+  uint64_t deliveries;
+  {
+    std::lock_guard lock(post_mu_);
+    pubs.swap(posted_urgent_);
+    deliveries = posted_urgent_deliveries_;
+    posted_urgent_deliveries_ = 0;
+    urgent_pending_.store(false, std::memory_order_relaxed);
+  }
+  for (const auto& p : pubs) deliver(p);
+  backlog_.fetch_sub(deliveries, std::memory_order_relaxed);
 }
 
 void Loop::deliver(const PublicationPtr& p) {
@@ -356,6 +384,7 @@ void Loop::flush_batched(std::vector<ConnectionId>&& flush) {
       spdlog::get("loop")->error("loop {}: io_uring failed; writing with writev from now on", index_);
     }
     round.swap(next);
+    if (urgent_pending_.load(std::memory_order_relaxed)) deliver_urgent();
   }
 }
 
@@ -452,8 +481,25 @@ void Loop::on_sockets(evutil_socket_t, short, void* arg) {
   // Level-triggered: a socket not read to the end is reported again, and if more than
   // kSocketEvents are ready, libevent sees the set still readable in its next iteration.
   const int n = epoll_wait(loop->sockets_fd_, loop->socket_events_.data(), static_cast<int>(kSocketEvents), 0);
+  // Sockets with room again and a P0 or control frame waiting go first: on a saturated
+  // connection the P0 waited for the client to make room, and must not also wait for
+  // the bulk writes to every other socket.
   for (int i = 0; i < n; ++i) {
+    epoll_event& e = loop->socket_events_[static_cast<size_t>(i)];
+    if ((e.events & EPOLLOUT) == 0) continue;
+    Connection* c = loop->find(e.data.u64);
+    if (c == nullptr || !c->urgent_output()) continue;
+    c->on_socket(e.events);
+    e.data.u64 = kServed;
+  }
+  for (int i = 0; i < n; ++i) {
+    // A thousand busy sockets take milliseconds: urgent publications posted meanwhile
+    // are delivered between them, not after.
+    if (i % kUrgentCheckEvery == kUrgentCheckEvery - 1 && loop->urgent_pending_.load(std::memory_order_relaxed)) {
+      loop->deliver_urgent();
+    }
     const epoll_event& e = loop->socket_events_[static_cast<size_t>(i)];
+    if (e.data.u64 == kServed) continue;
     // Connections are freed only in the flush callback, after this one; an event of a
     // connection that stopped watching meanwhile is ignored by on_socket.
     if (Connection* c = loop->find(e.data.u64)) c->on_socket(e.events);

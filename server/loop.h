@@ -55,6 +55,8 @@ class Loop {
   void post(std::function<void(Loop&)> fn);
   // From the hub's sink, under the channel lock: cheap, ordered per channel.
   // `deliveries`: the channel's subscribers on this loop (added to backlog()).
+  // Urgent ones (P0/P1) go ahead of every P2/P3 publication not yet delivered, even in
+  // the middle of a long delivery: a risk alert does not wait behind a flood.
   void post_publication(PublicationPtr publication, uint32_t deliveries = 1);
   // Deliveries posted to this loop and not yet queued to its connections.
   uint64_t backlog() const noexcept { return backlog_.load(std::memory_order_relaxed); }
@@ -135,6 +137,9 @@ class Loop {
   // the hot path counts in plain loop-local integers, never in shared atomics.
   void report_counters();
   void drain_posts();
+  // Delivers the urgent publications posted so far; drain_posts calls it first, and
+  // again between bulk publications whenever more have come.
+  void deliver_urgent();
   void deliver(const PublicationPtr& p);
   void flush_and_reap();
   // Takes the iteration's flush list (its storage becomes the rounds' scratch).
@@ -156,6 +161,8 @@ class Loop {
   event* sockets_ev_ = nullptr;     // libevent's watch on it
   static constexpr size_t kSocketEvents = 4096;  // per callback (as libevent's own epoll at most); more wait for the next iteration
   std::array<epoll_event, kSocketEvents> socket_events_{};
+  static constexpr int kUrgentCheckEvery = 32;
+  static constexpr ConnectionId kServed = 0;  // no connection has id 0 (serials start at 1)  // socket events between looks at posted urgent publications
   std::thread thread_;
   codec::CodecContext codec_;
   std::vector<uint8_t> read_buffer_;
@@ -167,8 +174,11 @@ class Loop {
   std::mutex post_mu_;
   std::vector<std::function<void(Loop&)>> posted_;
   std::vector<PublicationPtr> posted_publications_;
+  std::vector<PublicationPtr> posted_urgent_;  // P0/P1: delivered before posted_publications_
   std::atomic<bool> wakeup_pending_{false};
+  std::atomic<bool> urgent_pending_{false};  // posted_urgent_ is not empty
   uint64_t posted_deliveries_ = 0;     // under post_mu_: what posted_publications_ adds to backlog_
+  uint64_t posted_urgent_deliveries_ = 0;  // under post_mu_: the same for posted_urgent_
   std::atomic<uint64_t> backlog_{0};  // see backlog()
   std::vector<ConnectionId> paused_readers_;
 

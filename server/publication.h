@@ -46,6 +46,10 @@ class PublicationRecord {
   uint64_t offset() const noexcept { return publication_.offset(); }
   const std::string& epoch() const noexcept { return publication_.epoch(); }
   int priority() const noexcept { return publication_.priority(); }
+  // P0 and P1 (risk alerts, margin calls): each loop delivers them ahead of the P2/P3
+  // publications posted to it, so they may reach a connection before publications of
+  // the same channel with lower offsets (protocol.md §13 allows it).
+  bool urgent() const noexcept { return priority() <= 1; }
   // Unix milliseconds after which it must not be delivered; 0 = never expires.
   int64_t expires_at_ms() const noexcept;
   // Monotonic microseconds when the record was built (publish accepted): the

@@ -328,7 +328,7 @@ Status Session::on_subscribe(const codec::InboundMessage& m) noexcept {
   // duplicates of what SubscribeOk announces or of the replay.
   uint64_t last = r.offset;
   for (const PublicationPtr& p : replay) last = std::max(last, p->offset());
-  subs_.push_back({channel, r.epoch, last});
+  subs_.push_back({channel, r.epoch, last, last});
 
   v1::SubscribeOk ok;
   ok.set_request_id(rid);
@@ -524,14 +524,22 @@ bool Session::wants(const PublicationRecord& p) noexcept {
   Subscription* sub = find(p.channel());
   if (sub == nullptr) return false;
   const bool same_epoch = p.epoch() == sub->epoch;
-  if (same_epoch && p.offset() <= sub->last_offset) return false;
+  if (same_epoch && p.offset() <= sub->bulk_offset) return false;
   if (p.body().size() > params_.send_max_message_size) {
     // §10.7: skipping it would leave a gap the client cannot see.
     fail(Status::kMessageTooLarge, cat("publication on ", p.channel(), " is above the client's max message size"));
     return false;
   }
-  if (!same_epoch) sub->epoch = p.epoch();  // the channel's history was reset: offsets start again
-  sub->last_offset = p.offset();
+  if (!same_epoch) {
+    sub->epoch = p.epoch();  // the channel's history was reset: offsets start again
+    sub->last_offset = sub->bulk_offset = 0;
+  }
+  // An urgent publication overtakes the bulk ones posted before it (Loop::drain_posts),
+  // so it does not move the mark they are checked against: the lower offsets still on
+  // their way pass. Bulk ones come in offset order, and an urgent one comes before
+  // every bulk one posted after it, so the mark still drops what a replay sent.
+  sub->last_offset = std::max(sub->last_offset, p.offset());
+  if (!p.urgent()) sub->bulk_offset = p.offset();
   return true;
 }
 

@@ -200,6 +200,9 @@ class Session {
     std::string channel;
     std::string epoch;
     uint64_t last_offset = 0;  // highest offset announced (SubscribeOk) or delivered
+    // The same without the urgent (P0/P1) ones delivered, which may overtake lower
+    // offsets still on their way (see wants()).
+    uint64_t bulk_offset = 0;
   };
 
   bool stopped() const noexcept { return !codec::ok(fatal_) || state_ == State::kClosed; }

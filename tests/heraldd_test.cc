@@ -565,6 +565,72 @@ TEST_F(HeralddBigQueues, NoPublicationOfAChannelFollowsItsUnsubscribeOk) {
   EXPECT_FALSE(c.read_until(FrameType::kPublication, 500)) << "a publication followed UnsubscribeOk";
 }
 
+// Urgent publications (P0/P1) go ahead of the bulk ones posted to a loop before them,
+// even while the loop is delivering those: a subscriber then gets a P0 before P3s of
+// the same channel with lower offsets. None of those may be taken for one already seen.
+TEST(HeralddUrgent, OvertakingLowerOffsetsLosesAndDuplicatesNothing) {
+  HeralddProcess server;
+  std::vector<std::string> args = big_queue_args();
+  // No publish admission: every publish of the batches is accepted.
+  args.insert(args.end(), {"--server.loops", "2", "--namespace", "name=room,subscribe=any",
+                           "--delivery.publish_backlog", "100000000"});
+  ASSERT_TRUE(server.start(args)) << server.log();
+  constexpr int kSubscribers = 40;
+  std::vector<std::unique_ptr<Client>> subs;
+  for (int i = 0; i < kSubscribers; ++i) {
+    subs.push_back(std::make_unique<Client>(server.port("tcp")));
+    ASSERT_TRUE(subs.back()->handshake(make_token("o" + std::to_string(i))));
+    ASSERT_EQ(subs.back()->subscribe("room:mixed")->type, FrameType::kSubscribeOk);
+  }
+  // Every 50th publication is urgent. The loops deliver one batch while the API posts
+  // the next.
+  constexpr int kBatches = 3, kPerBatch = 1000, kTotal = kBatches * kPerBatch;
+  std::vector<int> priority(kTotal + 1);
+  for (int b = 0; b < kBatches; ++b) {
+    nlohmann::json batch = {{"messages", nlohmann::json::array()}};
+    for (int i = 0; i < kPerBatch; ++i) {
+      const int n = b * kPerBatch + i + 1;
+      priority[n] = n % 50 == 0 ? (n % 100 == 0 ? 0 : 1) : 3;
+      batch["messages"].push_back(publish_body("room:mixed", std::to_string(n), priority[n]));
+    }
+    const HttpResponse r = http(server.port("api"), "POST", "/v1/publish/batch", batch.dump());
+    ASSERT_EQ(r.status, 200);
+    const auto results = nlohmann::json::parse(r.body)["results"];
+    for (int i = 0; i < kPerBatch; ++i) ASSERT_EQ(results[i]["offset"], b * kPerBatch + i + 1) << results[i];
+  }
+  int overtaken = 0;  // subscribers that got an urgent one before a lower bulk offset
+  for (auto& c : subs) {
+    std::vector<int> seen(kTotal + 1, 0);
+    uint64_t last[4] = {}, highest_urgent = 0;
+    bool overtook = false;
+    for (int got = 0; got < kTotal; ++got) {
+      auto m = c->read_until(FrameType::kPublication, 10000);
+      ASSERT_TRUE(m) << "after " << got << " publications";
+      const auto& p = m->as<v1::Publication>();
+      ASSERT_GE(p.offset(), 1u);
+      ASSERT_LE(p.offset(), static_cast<uint64_t>(kTotal));
+      const int n = static_cast<int>(p.offset());
+      EXPECT_EQ(nlohmann::json::parse(p.payload())["text"], std::to_string(n));  // offsets follow publish order
+      EXPECT_EQ(++seen[static_cast<size_t>(n)], 1) << "offset " << n << " came twice";
+      EXPECT_EQ(static_cast<int>(p.priority()), priority[static_cast<size_t>(n)]);
+      // Within a priority, offsets only grow.
+      EXPECT_GT(p.offset(), last[p.priority()]);
+      last[p.priority()] = p.offset();
+      if (p.priority() <= v1::P1) {
+        highest_urgent = std::max(highest_urgent, p.offset());
+      } else if (p.offset() < highest_urgent) {
+        overtook = true;
+      }
+    }
+    overtaken += overtook ? 1 : 0;
+  }
+  RecordProperty("subscribers_overtaken", overtaken);
+  EXPECT_EQ(metric(server.port("api"), "herald_shed_total{priority=\"P3\"}"), 0);
+  const double p3 = static_cast<double>(kSubscribers) * (kTotal - kTotal / 50);
+  EXPECT_EQ(wait_metric(server.port("api"), "herald_deliveries_total{priority=\"P3\"}", [&](double v) { return v >= p3; }),
+            p3);
+}
+
 // delivery.unsent_limit_bytes (TCP_NOTSENT_LOWAT): with the kernel's own send buffer
 // sizing, a socket whose reader stalls takes bulk frames until its buffer is full, and a
 // P0 published then waits behind all of them. With the limit, the socket takes little more

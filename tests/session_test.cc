@@ -157,11 +157,12 @@ struct Client {
 };
 
 PublicationPtr publication(const std::string& channel, uint64_t offset, const std::string& epoch = "e1",
-                           size_t payload = 10) {
+                           size_t payload = 10, v1::Priority priority = v1::P3) {
   v1::Publication p;
   p.set_channel(channel);
   p.set_offset(offset);
   p.set_epoch(epoch);
+  p.set_priority(priority);
   p.set_payload(std::string(payload, 'x'));
   return std::make_shared<const PublicationRecord>(std::move(p));
 }
@@ -968,6 +969,36 @@ TEST_F(SessionTest, WantsSkipsSeenOffsetsAndUnsubscribedChannels) {
   EXPECT_FALSE(session->wants(*publication("news", 1, "e2")));
   EXPECT_TRUE(session->wants(*publication("news", 2, "e2")));
   EXPECT_TRUE(host->publications.empty());  // wants() only decides; the host queues
+}
+
+TEST_F(SessionTest, AnUrgentPublicationMayOvertakeLowerOffsetsWithoutDroppingThem) {
+  handshake();
+  host->subscribe_result = {Status::kOk, "e1", 10, false, false};
+  ASSERT_EQ(feed(subscribe_msg(1, "news")), Status::kOk);
+  // A P0 (offset 14) is delivered before the P3s posted ahead of it (11 .. 13).
+  EXPECT_TRUE(session->wants(*publication("news", 14, "e1", 10, v1::P0)));
+  EXPECT_TRUE(session->wants(*publication("news", 11)));
+  EXPECT_TRUE(session->wants(*publication("news", 12)));
+  EXPECT_TRUE(session->wants(*publication("news", 13)));
+  EXPECT_TRUE(session->wants(*publication("news", 15, "e1", 10, v1::P1)));
+  EXPECT_TRUE(session->wants(*publication("news", 16)));
+  // What SubscribeOk announced, and bulk offsets already delivered, are still dropped,
+  // urgent or not.
+  EXPECT_FALSE(session->wants(*publication("news", 10, "e1", 10, v1::P0)));
+  EXPECT_FALSE(session->wants(*publication("news", 16, "e1", 10, v1::P0)));
+  EXPECT_FALSE(session->wants(*publication("news", 12)));
+  // Acks count up to the highest offset delivered, the P0's included.
+  v1::Ack ack;
+  ack.set_channel("news");
+  ack.set_offset(14);
+  ASSERT_EQ(feed(ack), Status::kOk);
+  ASSERT_EQ(host->acks.size(), 1u);
+  EXPECT_EQ(host->acks[0].second, 14u);
+  // A new epoch starts both marks again.
+  EXPECT_TRUE(session->wants(*publication("news", 3, "e2", 10, v1::P0)));
+  EXPECT_TRUE(session->wants(*publication("news", 1, "e2")));
+  EXPECT_TRUE(session->wants(*publication("news", 2, "e2")));
+  EXPECT_FALSE(session->wants(*publication("news", 2, "e2")));
 }
 
 TEST_F(SessionTest, PublicationAboveTheClientsMaxMessageSizeIsFatal) {
