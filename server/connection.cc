@@ -245,7 +245,14 @@ void Connection::queue_publication(const PublicationPtr& p, bool collapse) {
 void Connection::note_written(void* self, const PublicationRecord& p) noexcept {
   auto* c = static_cast<Connection*>(self);
   ServerContext& ctx = c->loop_->context();
-  if (namespace_of(p.channel()) != kUserNamespace || !ctx.config->policy_for(p.channel()).durable) return;
+  if (p.urgent()) {
+    const uint64_t now = monotonic_us();
+    ctx.metrics->observe_urgent_latency_us(now > p.accepted_us() ? now - p.accepted_us() : 0);
+  }
+  if (ctx.durable == nullptr || namespace_of(p.channel()) != kUserNamespace ||
+      !ctx.config->policy_for(p.channel()).durable) {
+    return;
+  }
   try {
     ctx.durable->note_sent(p.channel(), p.offset(), c->device_key(), unix_ms());
   } catch (const std::bad_alloc&) {
@@ -254,7 +261,6 @@ void Connection::note_written(void* self, const PublicationRecord& p) noexcept {
 }
 
 WrittenHook Connection::written_hook() noexcept {
-  if (loop_->context().durable == nullptr) return {};
   return {&Connection::note_written, this};
 }
 

@@ -95,10 +95,11 @@ class Connection final : public SessionHost {
   void handle_bytes(std::span<const uint8_t> bytes);
   void handle_status(codec::Status s);
   void queue_publication(const PublicationPtr& p, bool collapse);
-  // Receipts: a durable personal-channel publication is "sent" to this device once its
-  // last byte was written (handed to TLS or WebSocket framing on those listeners).
+  // A publication's last byte was written (handed to TLS or WebSocket framing on those
+  // listeners): an urgent one's latency is observed, and a durable personal-channel
+  // one is "sent" to this device (receipts).
   static void note_written(void* self, const PublicationRecord& p) noexcept;
-  // For lanes_.consumed(): note_written, or nothing when there is no durable store.
+  // For lanes_.consumed(): note_written.
   WrittenHook written_hook() noexcept;
   // Receipts are kept per user and device; a client without Hello.device_id is "default".
   const std::string& device_key() const noexcept;

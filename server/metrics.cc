@@ -71,13 +71,24 @@ std::string_view to_string(ApiRoute r) noexcept {
   return "unknown";
 }
 
-void Metrics::observe_delivery_latency_us(uint64_t us) noexcept {
+void Metrics::Histogram::observe(uint64_t us) noexcept {
   // 12 bounds: a linear scan is as fast as a binary search and branch-predicts
   // well, since most deliveries fall in the same few buckets.
   size_t i = 0;
   while (i < kLatencyBucketsUs.size() && us > kLatencyBucketsUs[i]) ++i;
-  add(latency_buckets_[i]);
-  add(latency_sum_us_, us);
+  add(buckets[i]);
+  add(sum_us, us);
+}
+
+LatencyCounts Metrics::Histogram::read() const noexcept {
+  // The count is the sum of the buckets, so the +Inf bucket always equals it.
+  LatencyCounts c;
+  for (size_t i = 0; i < kLatencyBucketCount; ++i) {
+    c.buckets[i] = buckets[i].load(std::memory_order_relaxed);
+    c.count += c.buckets[i];
+  }
+  c.sum_us = sum_us.load(std::memory_order_relaxed);
+  return c;
 }
 
 void Metrics::api_request(ApiRoute r, int http_status) noexcept {
@@ -114,12 +125,8 @@ MetricsSnapshot Metrics::snapshot() const {
   s.queued_bytes = queued_bytes_.load(relaxed);
   for (size_t r = 0; r < s.api_requests.size(); ++r)
     for (size_t c = 0; c < kStatusClasses; ++c) s.api_requests[r][c] = api_requests_[r][c].load(relaxed);
-  // The count is the sum of the buckets, so the +Inf bucket always equals it.
-  for (size_t i = 0; i < kLatencyBucketCount; ++i) {
-    s.latency_buckets[i] = latency_buckets_[i].load(relaxed);
-    s.latency_count += s.latency_buckets[i];
-  }
-  s.latency_sum_us = latency_sum_us_.load(relaxed);
+  s.latency = latency_.read();
+  s.urgent_latency = urgent_latency_.read();
   return s;
 }
 
@@ -216,6 +223,32 @@ class PromWriter {
   std::string& out_;
 };
 
+// A histogram family: cumulative buckets with bounds in seconds, sum and count.
+void histogram(PromWriter& w, const std::string& name, std::string_view help, const LatencyCounts& c) {
+  w.family(name, "histogram", help);
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kLatencyBucketsUs.size(); ++i) {
+    cumulative += c.buckets[i];
+    w.sample(name + "_bucket", {{"le", us_as_seconds(kLatencyBucketsUs[i])}}, cumulative);
+  }
+  w.sample(name + "_bucket", {{"le", "+Inf"}}, c.count);
+  w.sample(name + "_sum", {}, us_as_seconds(c.sum_us));
+  w.sample(name + "_count", {}, c.count);
+}
+
+// The same for /v1/stats: bounds in microseconds.
+nlohmann::json histogram_json(const LatencyCounts& c) {
+  using nlohmann::json;
+  json buckets = json::array();
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kLatencyBucketsUs.size(); ++i) {
+    cumulative += c.buckets[i];
+    buckets.push_back({{"le", kLatencyBucketsUs[i]}, {"count", cumulative}});
+  }
+  buckets.push_back({{"le", "+Inf"}, {"count", c.count}});
+  return json{{"count", c.count}, {"sum", c.sum_us}, {"buckets", std::move(buckets)}};
+}
+
 }  // namespace
 
 std::string Metrics::prometheus_text() const {
@@ -294,17 +327,13 @@ std::string Metrics::prometheus_text() const {
                {{"route", to_string(static_cast<ApiRoute>(r))}, {"status", kStatusClassNames[c]}},
                s.api_requests[r][c]);
 
-  w.family("herald_delivery_latency_seconds", "histogram",
-           "Time from publish accepted to publication written to a subscriber socket.");
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < kLatencyBucketsUs.size(); ++i) {
-    cumulative += s.latency_buckets[i];
-    const std::string le = us_as_seconds(kLatencyBucketsUs[i]);
-    w.sample("herald_delivery_latency_seconds_bucket", {{"le", le}}, cumulative);
-  }
-  w.sample("herald_delivery_latency_seconds_bucket", {{"le", "+Inf"}}, s.latency_count);
-  w.sample("herald_delivery_latency_seconds_sum", {}, us_as_seconds(s.latency_sum_us));
-  w.sample("herald_delivery_latency_seconds_count", {}, s.latency_count);
+  histogram(w, "herald_delivery_latency_seconds",
+            "Time from publish accepted to publication written to its subscribers' sockets, once per loop.",
+            s.latency);
+  histogram(w, "herald_urgent_delivery_latency_seconds",
+            "Time from publish accepted to a P0/P1 publication's last byte written to a subscriber's socket, once per "
+            "subscriber.",
+            s.urgent_latency);
   return out;
 }
 
@@ -333,13 +362,6 @@ nlohmann::json Metrics::stats_json() const {
     api[std::string(to_string(static_cast<ApiRoute>(r)))] =
         by(s.api_requests[r], [](size_t c) { return kStatusClassNames[c]; });
 
-  json buckets = json::array();
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < kLatencyBucketsUs.size(); ++i) {
-    cumulative += s.latency_buckets[i];
-    buckets.push_back({{"le", kLatencyBucketsUs[i]}, {"count", cumulative}});
-  }
-  buckets.push_back({{"le", "+Inf"}, {"count", s.latency_count}});
 
   return json{
       {"connections",
@@ -363,7 +385,8 @@ nlohmann::json Metrics::stats_json() const {
       {"subscriptions_current", s.subscriptions_current},
       {"queued_bytes", s.queued_bytes},
       {"api_requests", std::move(api)},
-      {"delivery_latency_us", {{"count", s.latency_count}, {"sum", s.latency_sum_us}, {"buckets", std::move(buckets)}}},
+      {"delivery_latency_us", histogram_json(s.latency)},
+      {"urgent_delivery_latency_us", histogram_json(s.urgent_latency)},
   };
 }
 

@@ -70,6 +70,14 @@ inline constexpr std::array<uint64_t, 12> kLatencyBucketsUs = {
     25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000};
 inline constexpr size_t kLatencyBucketCount = kLatencyBucketsUs.size() + 1;
 
+// A latency histogram as read: non-cumulative per-bucket counts (last = above the
+// largest bound); count is their sum.
+struct LatencyCounts {
+  std::array<uint64_t, kLatencyBucketCount> buckets{};
+  uint64_t sum_us = 0;
+  uint64_t count = 0;
+};
+
 // Every frame type the codec defines, in its list order (the exported ones).
 inline constexpr codec::FrameType kKnownFrameTypes[] = {
 #define HERALD_METRICS_FRAME_TYPE(name, number, control) codec::FrameType::name,
@@ -106,10 +114,8 @@ struct MetricsSnapshot {
   int64_t subscriptions_current = 0;
   int64_t queued_bytes = 0;
   std::array<std::array<uint64_t, kStatusClasses>, static_cast<size_t>(ApiRoute::kCount)> api_requests{};
-  // Non-cumulative per-bucket counts (last = above the largest bound); count is their sum.
-  std::array<uint64_t, kLatencyBucketCount> latency_buckets{};
-  uint64_t latency_sum_us = 0;
-  uint64_t latency_count = 0;
+  LatencyCounts latency;         // observe_delivery_latency_us
+  LatencyCounts urgent_latency;  // observe_urgent_latency_us
 };
 
 // One instance per process, created at start-up and outliving every loop,
@@ -134,6 +140,8 @@ struct MetricsSnapshot {
 //   delivered / shed / queued_bytes: the event loop, from LaneCounters (delivered =
 //     queued on a connection's lane; shed = refused or dropped for the output limit).
 //   observe_delivery_latency_us: the loop, when a publication's writes were made.
+//   observe_urgent_latency_us: the connection, when a P0/P1 publication's last byte
+//     was written to its socket.
 //   auth_failure: the connection (from the session's fatal status). subscriptions: the session.
 //   api_request: HttpApi.
 class Metrics {
@@ -181,8 +189,13 @@ class Metrics {
   void shed(int priority, uint64_t n = 1) noexcept { add(shed_[priority_index(priority)], n); }
   // Queued state-channel publications replaced by a newer one with the same collapse key.
   void collapsed(int priority, uint64_t n = 1) noexcept { add(collapsed_[priority_index(priority)], n); }
-  // Publish accepted -> publication written to a subscriber's socket, in microseconds.
-  void observe_delivery_latency_us(uint64_t us) noexcept;
+  // Publish accepted -> publication written to a subscriber's socket, in microseconds:
+  // once per publication and loop, at the end of the iteration that wrote it to its
+  // subscribers (a socket that was full still holds part of it).
+  void observe_delivery_latency_us(uint64_t us) noexcept { latency_.observe(us); }
+  // Publish accepted -> the last byte of an urgent (P0/P1) publication written to one
+  // subscriber's socket: once per subscriber, however long the socket had no room.
+  void observe_urgent_latency_us(uint64_t us) noexcept { urgent_latency_.observe(us); }
 
   // --- auth
   void auth_failure(AuthFailure a) noexcept { add(auth_failures_[index(a)]); }
@@ -198,8 +211,9 @@ class Metrics {
   // --- readers
   MetricsSnapshot snapshot() const;
   // Text exposition format 0.0.4: every family has # HELP and # TYPE lines;
-  // names are herald_*; counters end in _total; the latency histogram is
-  // exported in seconds (herald_delivery_latency_seconds, Prometheus base unit).
+  // names are herald_*; counters end in _total; the latency histograms are
+  // exported in seconds (herald_delivery_latency_seconds and
+  // herald_urgent_delivery_latency_seconds, Prometheus base unit).
   std::string prometheus_text() const;
   // The same numbers as JSON for GET /v1/stats (latency in microseconds).
   nlohmann::json stats_json() const;
@@ -223,8 +237,14 @@ class Metrics {
   alignas(64) std::atomic<uint64_t> bytes_in_{0};
   alignas(64) std::atomic<uint64_t> bytes_out_{0};
   alignas(64) std::array<std::atomic<uint64_t>, kPriorityCount> deliveries_{};
-  alignas(64) std::array<std::atomic<uint64_t>, kLatencyBucketCount> latency_buckets_{};
-  std::atomic<uint64_t> latency_sum_us_{0};
+  struct alignas(64) Histogram {
+    std::array<std::atomic<uint64_t>, kLatencyBucketCount> buckets{};
+    std::atomic<uint64_t> sum_us{0};
+    void observe(uint64_t us) noexcept;
+    LatencyCounts read() const noexcept;
+  };
+  Histogram latency_;
+  Histogram urgent_latency_;
   alignas(64) std::atomic<int64_t> queued_bytes_{0};
 
   alignas(64) std::atomic<uint64_t> connections_accepted_{0};

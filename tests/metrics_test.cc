@@ -24,7 +24,7 @@ TEST(MetricsTest, StartsAtZero) {
   const MetricsSnapshot s = m.snapshot();
   EXPECT_EQ(s.connections_accepted, 0u);
   EXPECT_EQ(s.connections_current, 0);
-  EXPECT_EQ(s.latency_count, 0u);
+  EXPECT_EQ(s.latency.count, 0u);
   for (const auto& f : s.frames) {
     EXPECT_EQ(f.in, 0u);
     EXPECT_EQ(f.out, 0u);
@@ -159,16 +159,16 @@ TEST(MetricsTest, HistogramBucketsAreInclusiveUpperBounds) {
   m.observe_delivery_latency_us(100001);  // +Inf
   m.observe_delivery_latency_us(5000000000ull);  // +Inf
   const MetricsSnapshot s = m.snapshot();
-  EXPECT_EQ(s.latency_count, 7u);
-  EXPECT_EQ(s.latency_sum_us, 0u + 25 + 26 + 999 + 100000 + 100001 + 5000000000ull);
-  EXPECT_EQ(s.latency_buckets[0], 2u);   // 25
-  EXPECT_EQ(s.latency_buckets[1], 1u);   // 50
-  EXPECT_EQ(s.latency_buckets[5], 1u);   // 1000
-  EXPECT_EQ(s.latency_buckets[11], 1u);  // 100000
-  EXPECT_EQ(s.latency_buckets[12], 2u);  // +Inf
+  EXPECT_EQ(s.latency.count, 7u);
+  EXPECT_EQ(s.latency.sum_us, 0u + 25 + 26 + 999 + 100000 + 100001 + 5000000000ull);
+  EXPECT_EQ(s.latency.buckets[0], 2u);   // 25
+  EXPECT_EQ(s.latency.buckets[1], 1u);   // 50
+  EXPECT_EQ(s.latency.buckets[5], 1u);   // 1000
+  EXPECT_EQ(s.latency.buckets[11], 1u);  // 100000
+  EXPECT_EQ(s.latency.buckets[12], 2u);  // +Inf
   uint64_t total = 0;
-  for (uint64_t b : s.latency_buckets) total += b;
-  EXPECT_EQ(total, s.latency_count);
+  for (uint64_t b : s.latency.buckets) total += b;
+  EXPECT_EQ(total, s.latency.count);
 
   const std::string text = m.prometheus_text();
   // Cumulative buckets, bounds in seconds.
@@ -188,6 +188,30 @@ TEST(MetricsTest, HistogramBucketsAreInclusiveUpperBounds) {
   EXPECT_EQ(j["buckets"][0]["count"], 2);
   EXPECT_EQ(j["buckets"][12]["le"], "+Inf");
   EXPECT_EQ(j["buckets"][12]["count"], 7);
+}
+
+TEST(MetricsTest, UrgentLatencyIsAHistogramOfItsOwn) {
+  Metrics m;
+  m.observe_delivery_latency_us(30);
+  m.observe_urgent_latency_us(700);    // <= 1000
+  m.observe_urgent_latency_us(40000);  // <= 50000
+  const MetricsSnapshot s = m.snapshot();
+  EXPECT_EQ(s.latency.count, 1u);
+  EXPECT_EQ(s.urgent_latency.count, 2u);
+  EXPECT_EQ(s.urgent_latency.sum_us, 40700u);
+  EXPECT_EQ(s.urgent_latency.buckets[5], 1u);
+  EXPECT_EQ(s.urgent_latency.buckets[10], 1u);
+  const std::string text = m.prometheus_text();
+  EXPECT_NE(text.find("# TYPE herald_urgent_delivery_latency_seconds histogram\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_bucket{le=\"0.0005\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_bucket{le=\"0.001\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_count 2\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_delivery_latency_seconds_count 1\n"), std::string::npos);
+  const nlohmann::json j = m.stats_json()["urgent_delivery_latency_us"];
+  EXPECT_EQ(j["count"], 2);
+  EXPECT_EQ(j["sum"], 40700);
+  EXPECT_EQ(j["buckets"][5]["count"], 1);
 }
 
 TEST(MetricsTest, EscapingOfLabelValuesAndHelp) {
@@ -256,7 +280,8 @@ TEST(MetricsTest, PrometheusTextIsWellFormed) {
         "herald_connections_closed_total", "herald_frames_in_total", "herald_frames_out_total", "herald_bytes_in_total",
         "herald_bytes_out_total", "herald_publishes_total", "herald_publish_errors_total", "herald_dedup_hits_total",
         "herald_deliveries_total", "herald_shed_total", "herald_collapsed_total", "herald_auth_failures_total", "herald_subscriptions_current",
-        "herald_queued_bytes", "herald_api_requests_total", "herald_delivery_latency_seconds"}) {
+        "herald_queued_bytes", "herald_api_requests_total", "herald_delivery_latency_seconds",
+        "herald_urgent_delivery_latency_seconds"}) {
     EXPECT_TRUE(families.count(f)) << f;
   }
   const std::string text = m.prometheus_text();
@@ -350,7 +375,7 @@ TEST(MetricsTest, ConcurrentRecordingLosesNothing) {
     if (f.type == FrameType::kPublication) frames = f.out;
   EXPECT_EQ(frames, uint64_t{kThreads} * kEach);
   EXPECT_EQ(s.deliveries[0] + s.deliveries[1] + s.deliveries[2] + s.deliveries[3], uint64_t{kThreads} * kEach);
-  EXPECT_EQ(s.latency_count, uint64_t{kThreads} * kEach);
+  EXPECT_EQ(s.latency.count, uint64_t{kThreads} * kEach);
   EXPECT_EQ(s.queued_bytes, 0);
 }
 
