@@ -293,7 +293,15 @@ void Connection::after_output() {
     flush();  // an HTTP answer, a WebSocket pong or close
   } else if (!lanes_.empty()) {
     if (lanes_.urgent()) {
-      flush();  // control frames and P0 do not wait for the end of the iteration
+      // Control frames and P0 wait neither for the end of the iteration nor for the
+      // kernel to report room: a socket found full a moment ago has often been read
+      // since, and its room is reported only in the loop's next round of socket events.
+      // Such a socket gets the urgent frames alone; the bulk waits for its turn.
+      if (write_blocked_ && bev_ == nullptr && ws_ == nullptr) {
+        write_urgent();
+      } else {
+        flush();
+      }
     } else if (!flush_scheduled_) {
       flush_scheduled_ = true;
       loop_->schedule_flush(this);
@@ -327,6 +335,18 @@ void Connection::flush_plain() {
     const ssize_t w = ::writev(fd_, iov, static_cast<int>(n));
     if (!after_write(w, w < 0 ? errno : 0, want)) return;
   }
+}
+
+void Connection::write_urgent() {
+  iovec iov[kMaxIov];
+  const size_t n = lanes_.prepare(iov, kMaxIov, true);
+  if (n == 0) return;
+  const size_t want = iov_bytes(iov, n);
+  const ssize_t w = ::writev(fd_, iov, static_cast<int>(n));
+  after_write(w, w < 0 ? errno : 0, want);
+  // However much went, the bulk still waits for the kernel to report room (the socket
+  // stays watched for it).
+  write_blocked_ = true;
 }
 
 bool Connection::after_write(ssize_t w, int err, size_t want) {

@@ -73,6 +73,9 @@ class Connection final : public SessionHost {
   // A control frame or a P0 publication waits to be written (Loop::on_sockets serves
   // such sockets first).
   bool urgent_output() const noexcept { return lanes_.urgent(); }
+  // Plain TCP whose last write found the socket full: one write of the urgent frames
+  // alone (after the rest of a frame partly written), ahead of the kernel's word.
+  void write_urgent();
 
   // ---- SessionHost ----
   void send(codec::EncodedMessage&& frame) noexcept override;

@@ -371,17 +371,17 @@ DeliveryLanes::Entry* DeliveryLanes::pick_round_robin(size_t* size) noexcept {
   }
 }
 
-DeliveryLanes::Entry* DeliveryLanes::pick(size_t* size) noexcept {
+DeliveryLanes::Entry* DeliveryLanes::pick(size_t* size, bool urgent_only) noexcept {
   for (int lane : {kControl, kP0}) {
     if (Entry* e = s_->lanes[lane].head) {
       *size = frame_size(e->frames, e->next_frame);
       return e;
     }
   }
-  return pick_round_robin(size);
+  return urgent_only ? nullptr : pick_round_robin(size);
 }
 
-size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
+size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov, bool urgent_only) noexcept {
   if (iov == nullptr || max_iov == 0 || s_ == nullptr) return 0;
   // Pass 1: count what the already prepared frames still need, then prepare new ones
   // into the ring. The iovecs are filled only afterwards, because growing the ring
@@ -399,7 +399,7 @@ size_t DeliveryLanes::prepare(struct iovec* iov, size_t max_iov) noexcept {
     uint32_t deficit[3] = {s_->deficit[0], s_->deficit[1], s_->deficit[2]};
     const uint8_t rr_lane = s_->rr_lane;
     size_t size = 0;
-    Entry* e = pick(&size);
+    Entry* e = pick(&size, urgent_only);
     if (e == nullptr) break;
     if (bytes > 0 && bytes + size > batch) break;
     const size_t need = size > codec::kHeaderSize ? 2 : 1;

@@ -150,7 +150,9 @@ class DeliveryLanes {
   // sequence number. The iovecs point into memory owned by the lanes (headers) and by
   // the shared messages (bodies); they are valid until the next call of any non-const
   // function, so write (or copy) them, then report with consumed() (possibly 0).
-  size_t prepare(struct iovec* iov, size_t max_iov) noexcept;
+  // `urgent_only`: new frames are taken from the control and P0 lanes only (the frame
+  // partly written still comes first): for a write that must not carry bulk.
+  size_t prepare(struct iovec* iov, size_t max_iov, bool urgent_only = false) noexcept;
 
   // `n` bytes of what the last prepare() described were written (a partial write is
   // fine: a frame partly written stays first in line). Frees finished messages. Frames
@@ -213,7 +215,7 @@ class DeliveryLanes {
   struct State;
 
   void push_back(int lane, Entry* e) noexcept;
-  Entry* pick(size_t* frame_size) noexcept;
+  Entry* pick(size_t* frame_size, bool urgent_only) noexcept;
   Entry* pick_round_robin(size_t* frame_size) noexcept;
   void advance_round_robin() noexcept;
   void reset_round_robin_if_idle() noexcept;

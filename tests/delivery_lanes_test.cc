@@ -519,6 +519,43 @@ TEST_F(DeliveryLanesTest, DiscardQueuedKeepsOnlyTheFramePartlyWritten) {
   EXPECT_EQ(counters_.queued_bytes, 0);
 }
 
+TEST_F(DeliveryLanesTest, AnUrgentOnlyWriteCarriesTheRestOfAStartedFrameThenControlAndP0Only) {
+  DeliveryLanes lanes(&limits_, &counters_);
+  for (uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(pub(lanes, i, 3, 300), EnqueueOutcome::kQueued);
+  std::vector<iovec> iov(64);
+  EXPECT_EQ(lanes.prepare(iov.data(), iov.size(), true), 0u);  // nothing urgent yet
+  lanes.consumed(0, 0);
+  Bytes wire;
+  write_once(lanes, wire, 64, [](size_t) { return 7; });  // the first P3 frame started
+  ASSERT_EQ(pub(lanes, 100, 0, 50), EnqueueOutcome::kQueued);
+  ASSERT_EQ(pub(lanes, 50, 1, 50), EnqueueOutcome::kQueued);
+  ASSERT_EQ(lanes.enqueue_control(pong(8), 0), EnqueueOutcome::kQueued);
+  const size_t n = lanes.prepare(iov.data(), iov.size(), true);
+  ASSERT_GT(n, 0u);
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+    wire.insert(wire.end(), p, p + iov[i].iov_len);
+    total += iov[i].iov_len;
+  }
+  lanes.consumed(total, 0);
+  EXPECT_FALSE(lanes.urgent());
+  const auto first = decode_messages(wire, true);
+  ASSERT_EQ(first.size(), 3u);  // the started P3, the Pong, the P0; not the P1
+  EXPECT_EQ(first[0].key, 1u);
+  EXPECT_EQ(first[1].type, codec::FrameType::kPong);
+  EXPECT_EQ(first[2].key, 100u);
+  drain(lanes, wire);
+  const auto all = decode_messages(wire);
+  ASSERT_EQ(all.size(), 8u);
+  std::vector<uint64_t> rest;  // then the P1 and the other P3s, by the round robin
+  for (size_t i = 3; i < all.size(); ++i) {
+    if (all[i].key != 50u) rest.push_back(all[i].key);
+  }
+  EXPECT_EQ(rest, (std::vector<uint64_t>{2, 3, 4, 5}));
+  EXPECT_EQ(counters_.queued_bytes, 0);
+}
+
 TEST_F(DeliveryLanesTest, P0GoesBetweenFragmentsOfAHalfWrittenP3Message) {
   limits_.batch_bytes = 2048;
   DeliveryLanes lanes(&limits_, &counters_);
