@@ -245,9 +245,9 @@ void Connection::queue_publication(const PublicationPtr& p, bool collapse) {
 void Connection::note_written(void* self, const PublicationRecord& p) noexcept {
   auto* c = static_cast<Connection*>(self);
   ServerContext& ctx = c->loop_->context();
-  if (p.urgent()) {
+  if (p.priority() == 0) {
     const uint64_t now = monotonic_us();
-    ctx.metrics->observe_urgent_latency_us(now > p.accepted_us() ? now - p.accepted_us() : 0);
+    c->loop_->p0_latency().observe(now > p.accepted_us() ? now - p.accepted_us() : 0);
   }
   if (ctx.durable == nullptr || namespace_of(p.channel()) != kUserNamespace ||
       !ctx.config->policy_for(p.channel()).durable) {

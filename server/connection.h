@@ -99,8 +99,8 @@ class Connection final : public SessionHost {
   void handle_status(codec::Status s);
   void queue_publication(const PublicationPtr& p, bool collapse);
   // A publication's last byte was written (handed to TLS or WebSocket framing on those
-  // listeners): an urgent one's latency is observed, and a durable personal-channel
-  // one is "sent" to this device (receipts).
+  // listeners): a P0's latency is counted, and a durable personal-channel one is
+  // "sent" to this device (receipts).
   static void note_written(void* self, const PublicationRecord& p) noexcept;
   // For lanes_.consumed(): note_written.
   WrittenHook written_hook() noexcept;

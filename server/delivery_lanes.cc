@@ -161,6 +161,7 @@ EnqueueOutcome DeliveryLanes::enqueue_control(codec::EncodedMessage&& frame, uin
   // (an Error) through so the client learns why it is closed.
   if (queued_bytes_ + size > limits_->hard_bytes && !nothing_waiting()) return EnqueueOutcome::kSlowConsumer;
   if (!ensure_state()) return EnqueueOutcome::kSlowConsumer;
+  return_unwritten();  // it goes before them
   auto* e = new (std::nothrow) ControlEntry;
   if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
   e->message = std::move(frame);
@@ -236,6 +237,8 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
   const int lane = kP0 + priority;
   const size_t size = frames->wire_size();
   const size_t soft = soft_limit();
+  // A P0 goes before prepared frames nothing of which was written (and may shed them).
+  if (priority == 0 && s_ != nullptr) return_unwritten();
 
   // A state channel's older, unstarted value of the same key goes when this one is queued.
   collapse = collapse && record != nullptr && !record->publication().collapse_key().empty();
@@ -482,18 +485,13 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms, WrittenHook written) noe
   const size_t done = n - left;
   sub_queued(done);
   if (counters_ != nullptr) counters_->bytes_out += done;
-  return_unwritten();
-  if (s_->ring_count == 0 && s_->ring != nullptr) {
-    delete[] s_->ring;
-    s_->ring = nullptr;
-    s_->ring_cap = 0;
-    s_->ring_head = 0;
-  }
+  free_ring_if_empty();
   track_soft(now_ms);
   free_state_if_idle();
 }
 
 void DeliveryLanes::return_unwritten() noexcept {
+  if (s_ == nullptr) return;
   // Only the first slot can be partly written (writes go in ring order), so every slot
   // behind it with nothing written leaves the ring, last first: the sequence numbers
   // handed out stay contiguous, and each message goes back to the head of its lane in
@@ -519,6 +517,15 @@ void DeliveryLanes::return_unwritten() noexcept {
     std::copy(s.deficit, s.deficit + 3, s_->deficit);
     s_->rr_lane = s.rr_lane;
   }
+  free_ring_if_empty();
+}
+
+void DeliveryLanes::free_ring_if_empty() noexcept {
+  if (s_->ring_count != 0 || s_->ring == nullptr) return;
+  delete[] s_->ring;
+  s_->ring = nullptr;
+  s_->ring_cap = 0;
+  s_->ring_head = 0;
 }
 
 bool DeliveryLanes::soft_limit_exceeded_too_long(uint64_t now_ms) const noexcept {

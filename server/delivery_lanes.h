@@ -64,6 +64,11 @@ struct LaneCounters {
 // §7.3, §13); within a lane messages go out in order, so at most one message per lane
 // is in progress: never more than 4 fragmented messages at once, as §7.3 requires.
 // Sequence numbers are given when a frame is prepared, so the wire sees 0, 1, 2, ...
+// A write may leave prepared frames of which nothing went out (the socket was full);
+// when a control frame or a P0 is queued, those go back to the heads of their lanes
+// with their sequence numbers (and the round robin as it was before them), so the
+// urgent frame waits behind at most one partly written frame, never behind a batch.
+// Bulk enqueues leave them prepared: a full socket's next write takes them as they are.
 //
 // Memory: one instance per connection. An empty DeliveryLanes owns no heap memory and
 // sizeof(DeliveryLanes) <= kMaxSize (40 bytes on LP64; checked by a static_assert in
@@ -155,11 +160,8 @@ class DeliveryLanes {
   size_t prepare(struct iovec* iov, size_t max_iov, bool urgent_only = false) noexcept;
 
   // `n` bytes of what the last prepare() described were written (a partial write is
-  // fine: a frame partly written stays first in line). Frees finished messages. Frames
-  // prepared but not written at all go back to the heads of their lanes and give their
-  // sequence numbers back, so that a control frame or P0 queued while the socket is
-  // full overtakes them (prepared frames cannot be overtaken: their numbers are fixed).
-  // `n` beyond what is in flight is ignored. `written`: told of every publication
+  // fine: the rest stays first in line, in order). Frees finished messages. `n` beyond
+  // what is in flight is ignored. `written`: told of every publication
   // completely written by these bytes (message receipts' "sent"), in the order written.
   void consumed(size_t n, uint64_t now_ms, WrittenHook written = {}) noexcept;
 
@@ -235,7 +237,8 @@ class DeliveryLanes {
   bool ensure_state() noexcept;        // false if it could not be allocated
   void free_state_if_idle() noexcept;  // once nothing is queued or in flight
   void discard_unprepared() noexcept;  // discard_queued() without freeing the state
-  void return_unwritten() noexcept;    // see consumed(): unwritten frames back to their lanes
+  void return_unwritten() noexcept;    // see the class comment: unwritten frames back to their lanes
+  void free_ring_if_empty() noexcept;
 
   const OutputLimits* limits_;
   LaneCounters* counters_;

@@ -424,6 +424,10 @@ void Loop::report_counters() {
       m->frame_bytes_in(type, inbound_tally_.bytes[t] - reported_inbound_.bytes[t]);
     }
   }
+  if (p0_latency_.count != 0) {
+    m->add_p0_latency(p0_latency_);
+    p0_latency_ = LatencyCounts{};
+  }
   const int64_t queued_delta = now.queued_bytes - was.queued_bytes;
   if (queued_delta > 0) m->queued_bytes_add(static_cast<uint64_t>(queued_delta));
   if (queued_delta < 0) m->queued_bytes_sub(static_cast<uint64_t>(-queued_delta));

@@ -24,6 +24,7 @@
 #include "server/batch_writer.h"
 #include "server/delivery_lanes.h"
 #include "server/id_list.h"
+#include "server/metrics.h"
 #include "server/publication.h"
 
 namespace herald::server {
@@ -77,6 +78,9 @@ class Loop {
   // Counters every connection's DeliveryLanes of this loop share (folded into the
   // process Metrics twice a second, see report_counters).
   LaneCounters* lane_counters() noexcept { return &lane_counters_; }
+  // P0 publish-to-socket latency, counted per subscriber by this loop's connections
+  // (folded into Metrics::add_p0_latency with the counters above).
+  LatencyCounts& p0_latency() noexcept { return p0_latency_; }
   // The monotonic time read once at the start of the current callback: a fan-out to
   // thousands of connections reads the clock once, not once per queued message.
   // Callbacks of this loop (its own and its connections') call refresh_clock() first.
@@ -169,6 +173,7 @@ class Loop {
   LaneCounters lane_counters_;
   codec::FrameTally inbound_tally_;
   LaneCounters reported_lanes_;       // lane_counters_ as of the last report
+  LatencyCounts p0_latency_;          // see p0_latency(); cleared at each report
   codec::FrameTally reported_inbound_;  // inbound_tally_ as of the last report
 
   std::mutex post_mu_;

@@ -72,12 +72,15 @@ std::string_view to_string(ApiRoute r) noexcept {
 }
 
 void Metrics::Histogram::observe(uint64_t us) noexcept {
-  // 12 bounds: a linear scan is as fast as a binary search and branch-predicts
-  // well, since most deliveries fall in the same few buckets.
-  size_t i = 0;
-  while (i < kLatencyBucketsUs.size() && us > kLatencyBucketsUs[i]) ++i;
-  add(buckets[i]);
+  add(buckets[latency_bucket(us)]);
   add(sum_us, us);
+}
+
+void Metrics::add_p0_latency(const LatencyCounts& counted) noexcept {
+  for (size_t i = 0; i < kLatencyBucketCount; ++i) {
+    if (counted.buckets[i] != 0) add(p0_latency_.buckets[i], counted.buckets[i]);
+  }
+  add(p0_latency_.sum_us, counted.sum_us);
 }
 
 LatencyCounts Metrics::Histogram::read() const noexcept {
@@ -126,7 +129,7 @@ MetricsSnapshot Metrics::snapshot() const {
   for (size_t r = 0; r < s.api_requests.size(); ++r)
     for (size_t c = 0; c < kStatusClasses; ++c) s.api_requests[r][c] = api_requests_[r][c].load(relaxed);
   s.latency = latency_.read();
-  s.urgent_latency = urgent_latency_.read();
+  s.p0_latency = p0_latency_.read();
   return s;
 }
 
@@ -330,10 +333,10 @@ std::string Metrics::prometheus_text() const {
   histogram(w, "herald_delivery_latency_seconds",
             "Time from publish accepted to publication written to its subscribers' sockets, once per loop.",
             s.latency);
-  histogram(w, "herald_urgent_delivery_latency_seconds",
-            "Time from publish accepted to a P0/P1 publication's last byte written to a subscriber's socket, once per "
+  histogram(w, "herald_p0_delivery_latency_seconds",
+            "Time from publish accepted to a P0 publication's last byte written to a subscriber's socket, once per "
             "subscriber.",
-            s.urgent_latency);
+            s.p0_latency);
   return out;
 }
 
@@ -386,7 +389,7 @@ nlohmann::json Metrics::stats_json() const {
       {"queued_bytes", s.queued_bytes},
       {"api_requests", std::move(api)},
       {"delivery_latency_us", histogram_json(s.latency)},
-      {"urgent_delivery_latency_us", histogram_json(s.urgent_latency)},
+      {"p0_delivery_latency_us", histogram_json(s.p0_latency)},
   };
 }
 

@@ -70,12 +70,27 @@ inline constexpr std::array<uint64_t, 12> kLatencyBucketsUs = {
     25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000};
 inline constexpr size_t kLatencyBucketCount = kLatencyBucketsUs.size() + 1;
 
-// A latency histogram as read: non-cumulative per-bucket counts (last = above the
-// largest bound); count is their sum.
+// The bucket of `us`: the first bound at or above it, or the last (+Inf) bucket.
+inline size_t latency_bucket(uint64_t us) noexcept {
+  // 12 bounds: a linear scan is as fast as a binary search and branch-predicts
+  // well, since most observations fall in the same few buckets.
+  size_t i = 0;
+  while (i < kLatencyBucketsUs.size() && us > kLatencyBucketsUs[i]) ++i;
+  return i;
+}
+
+// A latency histogram in plain integers: non-cumulative per-bucket counts (last =
+// above the largest bound); count is their sum. Also what an event loop counts in its
+// own memory before adding it to the process Metrics (Metrics::add_p0_latency).
 struct LatencyCounts {
   std::array<uint64_t, kLatencyBucketCount> buckets{};
   uint64_t sum_us = 0;
   uint64_t count = 0;
+  void observe(uint64_t us) noexcept {
+    ++buckets[latency_bucket(us)];
+    sum_us += us;
+    ++count;
+  }
 };
 
 // Every frame type the codec defines, in its list order (the exported ones).
@@ -115,7 +130,7 @@ struct MetricsSnapshot {
   int64_t queued_bytes = 0;
   std::array<std::array<uint64_t, kStatusClasses>, static_cast<size_t>(ApiRoute::kCount)> api_requests{};
   LatencyCounts latency;         // observe_delivery_latency_us
-  LatencyCounts urgent_latency;  // observe_urgent_latency_us
+  LatencyCounts p0_latency;      // add_p0_latency
 };
 
 // One instance per process, created at start-up and outliving every loop,
@@ -140,8 +155,8 @@ struct MetricsSnapshot {
 //   delivered / shed / queued_bytes: the event loop, from LaneCounters (delivered =
 //     queued on a connection's lane; shed = refused or dropped for the output limit).
 //   observe_delivery_latency_us: the loop, when a publication's writes were made.
-//   observe_urgent_latency_us: the connection, when a P0/P1 publication's last byte
-//     was written to its socket.
+//   add_p0_latency: the event loop, from what its connections timed when a P0
+//     publication's last byte was written to their sockets (Loop::report_counters).
 //   auth_failure: the connection (from the session's fatal status). subscriptions: the session.
 //   api_request: HttpApi.
 class Metrics {
@@ -193,9 +208,10 @@ class Metrics {
   // once per publication and loop, at the end of the iteration that wrote it to its
   // subscribers (a socket that was full still holds part of it).
   void observe_delivery_latency_us(uint64_t us) noexcept { latency_.observe(us); }
-  // Publish accepted -> the last byte of an urgent (P0/P1) publication written to one
-  // subscriber's socket: once per subscriber, however long the socket had no room.
-  void observe_urgent_latency_us(uint64_t us) noexcept { urgent_latency_.observe(us); }
+  // Publish accepted -> the last byte of a P0 publication written to one subscriber's
+  // socket: once per subscriber, however long the socket had no room. An event loop
+  // counts these in its own memory and adds what it counted since the last time.
+  void add_p0_latency(const LatencyCounts& counted) noexcept;
 
   // --- auth
   void auth_failure(AuthFailure a) noexcept { add(auth_failures_[index(a)]); }
@@ -213,7 +229,7 @@ class Metrics {
   // Text exposition format 0.0.4: every family has # HELP and # TYPE lines;
   // names are herald_*; counters end in _total; the latency histograms are
   // exported in seconds (herald_delivery_latency_seconds and
-  // herald_urgent_delivery_latency_seconds, Prometheus base unit).
+  // herald_p0_delivery_latency_seconds, Prometheus base unit).
   std::string prometheus_text() const;
   // The same numbers as JSON for GET /v1/stats (latency in microseconds).
   nlohmann::json stats_json() const;
@@ -244,7 +260,7 @@ class Metrics {
     LatencyCounts read() const noexcept;
   };
   Histogram latency_;
-  Histogram urgent_latency_;
+  Histogram p0_latency_;
   alignas(64) std::atomic<int64_t> queued_bytes_{0};
 
   alignas(64) std::atomic<uint64_t> connections_accepted_{0};

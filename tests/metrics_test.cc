@@ -190,25 +190,29 @@ TEST(MetricsTest, HistogramBucketsAreInclusiveUpperBounds) {
   EXPECT_EQ(j["buckets"][12]["count"], 7);
 }
 
-TEST(MetricsTest, UrgentLatencyIsAHistogramOfItsOwn) {
+TEST(MetricsTest, P0LatencyIsAHistogramOfItsOwnAddedAsCounted) {
   Metrics m;
   m.observe_delivery_latency_us(30);
-  m.observe_urgent_latency_us(700);    // <= 1000
-  m.observe_urgent_latency_us(40000);  // <= 50000
+  LatencyCounts loop;  // as an event loop counts it
+  loop.observe(700);    // <= 1000
+  m.add_p0_latency(loop);
+  loop = LatencyCounts{};
+  loop.observe(40000);  // <= 50000
+  m.add_p0_latency(loop);
   const MetricsSnapshot s = m.snapshot();
   EXPECT_EQ(s.latency.count, 1u);
-  EXPECT_EQ(s.urgent_latency.count, 2u);
-  EXPECT_EQ(s.urgent_latency.sum_us, 40700u);
-  EXPECT_EQ(s.urgent_latency.buckets[5], 1u);
-  EXPECT_EQ(s.urgent_latency.buckets[10], 1u);
+  EXPECT_EQ(s.p0_latency.count, 2u);
+  EXPECT_EQ(s.p0_latency.sum_us, 40700u);
+  EXPECT_EQ(s.p0_latency.buckets[5], 1u);
+  EXPECT_EQ(s.p0_latency.buckets[10], 1u);
   const std::string text = m.prometheus_text();
-  EXPECT_NE(text.find("# TYPE herald_urgent_delivery_latency_seconds histogram\n"), std::string::npos);
-  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_bucket{le=\"0.0005\"} 0\n"), std::string::npos);
-  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_bucket{le=\"0.001\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
-  EXPECT_NE(text.find("herald_urgent_delivery_latency_seconds_count 2\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE herald_p0_delivery_latency_seconds histogram\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_p0_delivery_latency_seconds_bucket{le=\"0.0005\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_p0_delivery_latency_seconds_bucket{le=\"0.001\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_p0_delivery_latency_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("herald_p0_delivery_latency_seconds_count 2\n"), std::string::npos);
   EXPECT_NE(text.find("herald_delivery_latency_seconds_count 1\n"), std::string::npos);
-  const nlohmann::json j = m.stats_json()["urgent_delivery_latency_us"];
+  const nlohmann::json j = m.stats_json()["p0_delivery_latency_us"];
   EXPECT_EQ(j["count"], 2);
   EXPECT_EQ(j["sum"], 40700);
   EXPECT_EQ(j["buckets"][5]["count"], 1);
@@ -281,7 +285,7 @@ TEST(MetricsTest, PrometheusTextIsWellFormed) {
         "herald_bytes_out_total", "herald_publishes_total", "herald_publish_errors_total", "herald_dedup_hits_total",
         "herald_deliveries_total", "herald_shed_total", "herald_collapsed_total", "herald_auth_failures_total", "herald_subscriptions_current",
         "herald_queued_bytes", "herald_api_requests_total", "herald_delivery_latency_seconds",
-        "herald_urgent_delivery_latency_seconds"}) {
+        "herald_p0_delivery_latency_seconds"}) {
     EXPECT_TRUE(families.count(f)) << f;
   }
   const std::string text = m.prometheus_text();
