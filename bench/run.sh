@@ -197,6 +197,15 @@ for run in $(seq "$RUNS"); do
   # W5 priorities (Herald only): P0 probes at 50/s while a P3 flood fills the same connections.
   if wanted W5; then
     one W5 herald "${W5_N}subs-p0-under-p3-flood" "$run" smallbuf -- --workload priority --subscribers "$W5_N" --rcvbuf 4096 --probe-rate 50 --seconds "$SECS" "${COMMON[@]}"
+    # The same with the P3 flood paced at about 300,000 deliveries a second, over
+    # 1,000, 100 and 10 subscribers: how the P0's latency grows with its fan-out (one
+    # write per subscriber) rather than with the flood.
+    if [[ $MODE == full ]]; then
+      for fan in 1000:300 100:3000 10:10000; do
+        one W5 herald "${fan%%:*}subs-p0-under-p3-${fan##*:}ps" "$run" smallbuf -- --workload priority --subscribers "${fan%%:*}" \
+          --rate "${fan##*:}" --rcvbuf 4096 --probe-rate 50 --seconds "$SECS" "${COMMON[@]}"
+      done
+    fi
   fi
   # W6 reconnect storm (Herald only): N users resume 10 missed messages each.
   if wanted W6; then
