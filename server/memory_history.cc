@@ -30,6 +30,9 @@ class Ring {
   size_t size() const noexcept { return count_; }
   bool empty() const noexcept { return count_ == 0; }
   const Kept& front() const noexcept { return buf_[head_]; }
+  // front().keep_until_ms, or kNoLimit when empty, without reading the ring: an append
+  // checks it every time, and the oldest entry is rarely in the cache.
+  int64_t front_until() const noexcept { return front_until_; }
   const Kept& back() const noexcept { return at(count_ - 1); }
   // i-th oldest, i < size().
   const Kept& at(size_t i) const noexcept { return buf_[(head_ + i) % buf_.size()]; }
@@ -38,8 +41,10 @@ class Ring {
     buf_[head_] = Kept{};  // release the publication now
     head_ = (head_ + 1) % buf_.size();
     if (--count_ == 0) head_ = 0;
+    front_until_ = count_ == 0 ? kNoLimit : buf_[head_].keep_until_ms;
   }
   void push_back(Kept k) {
+    if (count_ == 0) front_until_ = k.keep_until_ms;
     if (count_ == buf_.size()) reshape(std::max<size_t>(4, buf_.size() * 2));
     buf_[(head_ + count_) % buf_.size()] = std::move(k);
     ++count_;
@@ -65,6 +70,7 @@ class Ring {
   std::vector<Kept> buf_;
   size_t head_ = 0;
   size_t count_ = 0;
+  int64_t front_until_ = kNoLimit;
 };
 
 struct StringHash {
@@ -135,7 +141,7 @@ size_t MemoryHistory::purge(Channel& c, int64_t now_unix_ms) noexcept {
   size_t n = 0;
   // Only from the oldest end: what is kept stays a gapless run of offsets even if
   // the TTL changed between appends (a younger entry may then outlive its time a little).
-  while (!c.kept.empty() && c.kept.front().keep_until_ms != kNoLimit && c.kept.front().keep_until_ms <= now_unix_ms) {
+  while (c.kept.front_until() != kNoLimit && c.kept.front_until() <= now_unix_ms) {
     c.kept.pop_front();
     ++n;
   }
