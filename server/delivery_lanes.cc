@@ -238,7 +238,7 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
   const size_t size = frames->wire_size();
   const size_t soft = soft_limit();
   // A P0 goes before prepared frames nothing of which was written (and may shed them).
-  if (priority == 0 && s_ != nullptr) return_unwritten();
+  if (priority == 0) return_unwritten();
 
   // A state channel's older, unstarted value of the same key goes when this one is queued.
   collapse = collapse && record != nullptr && !record->publication().collapse_key().empty();

@@ -365,7 +365,6 @@ nlohmann::json Metrics::stats_json() const {
     api[std::string(to_string(static_cast<ApiRoute>(r)))] =
         by(s.api_requests[r], [](size_t c) { return kStatusClassNames[c]; });
 
-
   return json{
       {"connections",
        {{"accepted", s.connections_accepted},

@@ -480,11 +480,9 @@ TEST_F(DeliveryLanesTest, DiscardChannelAlsoDropsWhatWasPreparedButNotWritten) {
   for (uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(pub(lanes, i, 2, 100), EnqueueOutcome::kQueued);
   ASSERT_EQ(pub(lanes, record(50, 2, 100, "other")), EnqueueOutcome::kQueued);
   // Prepared in one batch; the socket took part of the first frame only.
-  std::vector<iovec> iov(64);
-  ASSERT_GT(lanes.prepare(iov.data(), iov.size()), 0u);
+  Bytes wire;
+  ASSERT_EQ(write_once(lanes, wire, 64, [](size_t) { return 3; }), 3u);
   ASSERT_EQ(lanes.next_sequence(), 6u);
-  Bytes wire(static_cast<const uint8_t*>(iov[0].iov_base), static_cast<const uint8_t*>(iov[0].iov_base) + 3);
-  lanes.consumed(3, 0);
   EXPECT_EQ(lanes.discard_channel("news"), 4u);  // 2 .. 5: 1 has started
   ASSERT_EQ(lanes.enqueue_control(pong(9), 0), EnqueueOutcome::kQueued);
   drain(lanes, wire);
@@ -518,23 +516,13 @@ TEST_F(DeliveryLanesTest, DiscardQueuedKeepsOnlyTheFramePartlyWritten) {
 TEST_F(DeliveryLanesTest, AnUrgentOnlyWriteCarriesTheRestOfAStartedFrameThenControlAndP0Only) {
   DeliveryLanes lanes(&limits_, &counters_);
   for (uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(pub(lanes, i, 3, 300), EnqueueOutcome::kQueued);
-  std::vector<iovec> iov(64);
-  EXPECT_EQ(lanes.prepare(iov.data(), iov.size(), true), 0u);  // nothing urgent yet
-  lanes.consumed(0, 0);
   Bytes wire;
+  EXPECT_EQ(write_once(lanes, wire, 64, nullptr, 0, true), 0u);  // nothing urgent yet
   write_once(lanes, wire, 64, [](size_t) { return 7; });  // the first P3 frame started
   ASSERT_EQ(pub(lanes, 100, 0, 50), EnqueueOutcome::kQueued);
   ASSERT_EQ(pub(lanes, 50, 1, 50), EnqueueOutcome::kQueued);
   ASSERT_EQ(lanes.enqueue_control(pong(8), 0), EnqueueOutcome::kQueued);
-  const size_t n = lanes.prepare(iov.data(), iov.size(), true);
-  ASSERT_GT(n, 0u);
-  size_t total = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
-    wire.insert(wire.end(), p, p + iov[i].iov_len);
-    total += iov[i].iov_len;
-  }
-  lanes.consumed(total, 0);
+  ASSERT_GT(write_once(lanes, wire, 64, nullptr, 0, true), 0u);  // urgent only, all of it taken
   EXPECT_FALSE(lanes.urgent());
   const auto first = decode_messages(wire, true);
   ASSERT_EQ(first.size(), 3u);  // the started P3, the Pong, the P0; not the P1
