@@ -23,6 +23,7 @@ Status encode_message(FrameType type, std::span<const uint8_t> payload, const En
                       Compressor* compressor, EncodedMessage& out) noexcept {
   out.frames_.clear();
   out.bytes_.clear();
+  out.borrowed_ = nullptr;
   out.type_ = type;
   out.compressed_ = false;
   if (payload.size() > options.max_message_size) return Status::kMessageTooLarge;
@@ -47,16 +48,22 @@ Status encode_message(FrameType type, std::span<const uint8_t> payload, const En
 
   const size_t trailer = options.checksum ? kChecksumSize : 0;
   if (body.size() + trailer <= options.max_frame_size) {
-    out.bytes_.reserve(body.size() + trailer);
-    out.bytes_.assign(body.begin(), body.end());
-    if (options.checksum) {
-      out.bytes_.resize(body.size() + kChecksumSize);
-      put_u32(out.bytes_.data() + body.size(), crc32c(body));
+    size_t length = body.size();
+    if (options.borrow_payload && !options.checksum && !out.compressed_) {
+      out.borrowed_ = payload.data();  // the body is the payload: nothing to copy
+    } else {
+      out.bytes_.reserve(body.size() + trailer);
+      out.bytes_.assign(body.begin(), body.end());
+      if (options.checksum) {
+        out.bytes_.resize(body.size() + kChecksumSize);
+        put_u32(out.bytes_.data() + body.size(), crc32c(body));
+      }
+      length = out.bytes_.size();
     }
     EncodedMessage::FrameInfo f{};
-    add_frame_header(f.header, options, type, flags, static_cast<uint32_t>(out.bytes_.size()));
+    add_frame_header(f.header, options, type, flags, static_cast<uint32_t>(length));
     f.body_offset = 0;
-    f.body_length = static_cast<uint32_t>(out.bytes_.size());
+    f.body_length = static_cast<uint32_t>(length);
     out.frames_.push_back(f);
     return Status::kOk;
   }

@@ -29,6 +29,11 @@ struct EncodeOptions {
   uint32_t max_fragments = 128;        // receiver's fragments-per-message limit
   uint32_t fragment_ref = 0;           // ref for the fragment prefix; unique among the sender's
                                        // in-progress messages (a global counter works)
+  // A message sent as one frame, without checksum and uncompressed, has the payload
+  // itself as its body: with borrow_payload the encoding then points at `payload`
+  // instead of copying it, and the caller must keep those bytes alive and unchanged
+  // for as long as the encoding (a shared publication keeps both).
+  bool borrow_payload = false;
 };
 
 // One message ready for the wire. Immutable once built, so one instance may be
@@ -40,7 +45,7 @@ class EncodedMessage {
   size_t frame_count() const noexcept { return frames_.size(); }
   // Body bytes of frame i (prefix, payload piece and trailer), shared by all recipients.
   std::span<const uint8_t> body(size_t i) const noexcept {
-    return {bytes_.data() + frames_[i].body_offset, frames_[i].body_length};
+    return {(borrowed_ != nullptr ? borrowed_ : bytes_.data()) + frames_[i].body_offset, frames_[i].body_length};
   }
   // Writes frame i's 16-byte header with the recipient's sequence number: the only
   // per-connection work (12 precomputed bytes plus the sequence).
@@ -50,7 +55,9 @@ class EncodedMessage {
     put_u32(out + 12, sequence);
   }
   // Bytes on the wire for one recipient: headers plus bodies.
-  size_t wire_size() const noexcept { return frames_.size() * kHeaderSize + bytes_.size(); }
+  size_t wire_size() const noexcept {
+    return frames_.size() * kHeaderSize + (borrowed_ != nullptr ? frames_[0].body_length : bytes_.size());
+  }
 
  private:
   friend Status encode_message(FrameType, std::span<const uint8_t>, const EncodeOptions&, Compressor*,
@@ -64,6 +71,7 @@ class EncodedMessage {
   bool compressed_ = false;
   std::vector<FrameInfo> frames_;
   std::vector<uint8_t> bytes_;
+  const uint8_t* borrowed_ = nullptr;  // EncodeOptions::borrow_payload: the one frame's body, not in bytes_
 };
 
 // Encodes `payload` (a serialized protobuf message of `type`) for the wire.

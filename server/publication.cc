@@ -50,6 +50,7 @@ const codec::EncodedMessage& PublicationRecord::encoded(WireVariant variant, con
     o.max_message_size = SIZE_MAX;  // checked against the receiver when queued
     o.max_fragments = UINT32_MAX;
     o.fragment_ref = next_fragment_ref();
+    o.borrow_payload = true;  // body_ lives as long as the record, and never changes
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body_.data()), body_.size());
     auto m = std::make_unique<codec::EncodedMessage>();
     codec::Status s = codec::encode_message(codec::FrameType::kPublication, bytes, o, &ctx.compressor, *m);

@@ -116,6 +116,20 @@ TEST(MessageReader, RoundTripPlainChecksummedCompressedFragmented) {
     v1::Publication back;
     ASSERT_EQ(parse_message(FrameType::kPublication, got[0].body, kDefaultMaxMessageSize, back), Status::kOk);
     EXPECT_EQ(back.SerializeAsString(), pub.SerializeAsString());
+
+    // Borrowing the payload changes nothing on the wire; only a plain single frame
+    // borrows (its body is the payload itself), every other kind still copies.
+    EncodeOptions bo = eo;
+    bo.borrow_payload = true;
+    EncodedMessage borrowed;
+    ASSERT_EQ(encode_message(FrameType::kPublication, payload, bo, &ctx.compressor, borrowed), Status::kOk);
+    Bytes same;
+    seq = 0;
+    append_frames(borrowed, seq, same);
+    EXPECT_EQ(same, stream);
+    EXPECT_EQ(borrowed.wire_size(), stream.size());
+    const bool plain_single = !em.compressed() && !c.checksum && em.frame_count() == 1;
+    EXPECT_EQ(borrowed.body(0).data() == payload.data(), plain_single);
   }
 }
 
