@@ -86,7 +86,9 @@ struct ChannelHub::ChannelState {
   };
   using DedupMap = std::unordered_map<std::string, Dedup, StringHash, std::equal_to<>>;
 
-  const std::string* name = nullptr;  // the shard map's key (nodes don't move)
+  // The live History's data for this channel (History::append's slot), so a publish
+  // looks the channel up once, here. Emptied when sweep() lets the History forget it.
+  ChannelSlot history;
   LoopCounts subscribers;             // per loop
   uint32_t total = 0;                 // sum of subscribers
   uint32_t user_connections = 0;      // personal channels: the user's connections (add_user_connection)
@@ -101,19 +103,20 @@ struct ChannelHub::ChannelState {
 };
 
 struct alignas(64) ChannelHub::Shard {
+  using Channels = std::unordered_map<std::string, ChannelState, StringHash, std::equal_to<>>;
   // One item per remembered message id, in insertion order. Items point into
   // the maps: a ChannelState stays while it has dedup entries, and a dedup entry
   // is erased only when its live item (the newest for that key) is popped, after
   // any stale ones (left by re-remembering an expired, not yet swept id), so an
   // item never points at freed memory.
   struct Expiry {
-    ChannelState* channel;
+    ChannelEntry* channel;  // its name and state (nodes don't move)
     std::pair<const std::string, ChannelState::Dedup>* entry;
     uint64_t expires_ms;
     uint64_t seq;
   };
   mutable std::mutex mu;
-  std::unordered_map<std::string, ChannelState, StringHash, std::equal_to<>> channels;
+  Channels channels;
   std::deque<Expiry> expiries;
   size_t dedup_live = 0;
   uint64_t next_seq = 1;
@@ -179,13 +182,15 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
 
   v1::Publication pub;
   pub.set_channel(draft.channel);
-  pub.set_message_id(draft.message_id);
-  pub.set_type(std::move(draft.type));
+  // Protobuf allocates a string for every string field set, even to "": a history
+  // keeps many publications, and most have no id, type, collapse key or content type.
+  if (!draft.message_id.empty()) pub.set_message_id(draft.message_id);
+  if (!draft.type.empty()) pub.set_type(std::move(draft.type));
   pub.set_priority(draft.priority >= 0 && draft.priority <= 3 ? static_cast<v1::Priority>(draft.priority) : v1::P3);
   pub.set_created_at_ms(now_unix_ms);
-  pub.set_collapse_key(std::move(draft.collapse_key));
+  if (!draft.collapse_key.empty()) pub.set_collapse_key(std::move(draft.collapse_key));
   pub.set_ttl_s(draft.ttl_s);
-  pub.set_content_type(std::move(draft.content_type));
+  if (!draft.content_type.empty()) pub.set_content_type(std::move(draft.content_type));
   pub.set_payload(std::move(draft.payload));
   pub.set_dismiss_on_read(draft.dismiss_on_read);
   if (pub.ByteSizeLong() + kPositionFieldsReserve > limits_.max_message_size) {
@@ -199,7 +204,8 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   Shard& shard = shard_for(draft.channel);
   std::lock_guard lock(shard.mu);
   auto it = shard.channels.find(std::string_view(draft.channel));
-  ChannelState* state = it == shard.channels.end() ? nullptr : &it->second;
+  ChannelEntry* entry = it == shard.channels.end() ? nullptr : &*it;
+  ChannelState* state = entry == nullptr ? nullptr : &entry->second;
   if (dedup && state != nullptr && state->has_dedup()) {
     auto d = state->dedup->find(std::string_view(draft.message_id));
     // An expired entry not yet swept counts as gone; remember() reuses it.
@@ -233,7 +239,10 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
     out.epoch.clear();
   }
 
-  PublicationPtr record = history.append(std::move(pub), options, now_unix_ms);
+  // Only the live History's data is remembered in the state (the durable one ignores slots anyway).
+  PublicationPtr record = state != nullptr && &history == &history_
+                              ? history.append(std::move(pub), options, now_unix_ms, state->history)
+                              : history.append(std::move(pub), options, now_unix_ms);
   if (!record) {
     out.status = codec::Status::kStorageUnavailable;
     return true;
@@ -242,20 +251,19 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   out.epoch = record->epoch();
   if (history.deferred()) {
     if (state == nullptr) {
-      auto [created, inserted] = shard.channels.try_emplace(draft.channel);
-      created->second.name = &created->first;
-      state = &created->second;
+      entry = &*shard.channels.try_emplace(draft.channel).first;
+      state = &entry->second;
     }
     ChannelState::Pending p;
     p.record = record;
     p.waiters.emplace_back(std::move(done), false);
     if (state->pending == nullptr) state->pending = std::make_unique<std::deque<ChannelState::Pending>>();
     state->pending->push_back(std::move(p));
-    if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms, true);
+    if (dedup) remember(shard, draft.channel, entry, draft.message_id, record, now_ms, true);
     return false;
   }
   publishes_.fetch_add(1, std::memory_order_relaxed);
-  if (dedup) remember(shard, draft.channel, state, draft.message_id, record, now_ms);
+  if (dedup) remember(shard, draft.channel, entry, draft.message_id, record, now_ms);
   if (state != nullptr && state->total > 0) {
     for (size_t loop = 0; loop < loops_; ++loop) {
       if (const uint32_t n = state->subscribers.get(loop); n > 0) sink_.deliver(loop, record, n);
@@ -320,13 +328,10 @@ void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
   }
 }
 
-void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelState* state, const std::string& message_id,
-                          const PublicationPtr& record, uint64_t now_ms, bool pending) {
-  if (state == nullptr) {
-    auto [it, inserted] = shard.channels.try_emplace(std::string(channel));
-    it->second.name = &it->first;
-    state = &it->second;
-  }
+void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelEntry* entry,
+                          const std::string& message_id, const PublicationPtr& record, uint64_t now_ms, bool pending) {
+  if (entry == nullptr) entry = &*shard.channels.try_emplace(std::string(channel)).first;
+  ChannelState* state = &entry->second;
   if (state->dedup == nullptr) state->dedup = std::make_unique<ChannelState::DedupMap>();
   auto [it, inserted] = state->dedup->try_emplace(message_id);
   ChannelState::Dedup& d = it->second;
@@ -336,7 +341,7 @@ void ChannelHub::remember(Shard& shard, std::string_view channel, ChannelState* 
   d.seq = shard.next_seq++;
   d.pending = pending;
   if (inserted) ++shard.dedup_live;
-  shard.expiries.push_back(Shard::Expiry{state, &*it, d.expires_ms, d.seq});
+  shard.expiries.push_back(Shard::Expiry{entry, &*it, d.expires_ms, d.seq});
   // The entry just added is the newest and the cap is >= 1, so it is never the one evicted.
   while (shard.dedup_live > dedup_cap_per_shard_) {
     if (pop_dedup_front(shard)) dedup_evictions_.fetch_add(1, std::memory_order_relaxed);
@@ -347,18 +352,19 @@ bool ChannelHub::pop_dedup_front(Shard& shard) noexcept {
   const Shard::Expiry item = shard.expiries.front();
   shard.expiries.pop_front();
   if (item.entry->second.seq != item.seq) return false;  // stale: the id was remembered again later
-  ChannelState& state = *item.channel;
+  ChannelState& state = item.channel->second;
   // find + erase(iterator): erase(key) with a key that lives in the erased node is asking for trouble.
   state.dedup->erase(state.dedup->find(std::string_view(item.entry->first)));
   if (state.dedup->empty()) state.dedup.reset();  // a subscribed channel may stay long after its last id
   --shard.dedup_live;
-  erase_if_unused(shard, state);
+  erase_if_unused(shard, *item.channel);
   return true;
 }
 
-void ChannelHub::erase_if_unused(Shard& shard, ChannelState& state) noexcept {
+void ChannelHub::erase_if_unused(Shard& shard, ChannelEntry& entry) noexcept {
+  const ChannelState& state = entry.second;
   if (state.total > 0 || state.user_connections > 0 || state.has_dedup() || state.pending != nullptr) return;
-  shard.channels.erase(shard.channels.find(std::string_view(*state.name)));
+  shard.channels.erase(shard.channels.find(std::string_view(entry.first)));
 }
 
 SubscribeOutcome ChannelHub::subscribe(size_t loop, std::string_view channel, bool resume, std::string_view epoch,
@@ -389,7 +395,6 @@ SubscribeOutcome ChannelHub::subscribe(size_t loop, std::string_view channel, bo
   auto it = shard.channels.find(channel);
   if (it == shard.channels.end()) {
     it = shard.channels.try_emplace(std::string(channel)).first;
-    it->second.name = &it->first;
   }
   it->second.subscribers.add(loop, loops_);
   ++it->second.total;
@@ -404,7 +409,7 @@ void ChannelHub::unsubscribe(size_t loop, std::string_view channel) {
   if (it == shard.channels.end() || it->second.subscribers.get(loop) == 0) return;
   it->second.subscribers.remove(loop);
   --it->second.total;
-  erase_if_unused(shard, it->second);
+  erase_if_unused(shard, *it);
 }
 
 namespace {
@@ -425,7 +430,6 @@ codec::Status ChannelHub::add_user_connection(std::string_view user, uint32_t ma
   if (it == shard.channels.end()) {
     if (max == 0) return codec::Status::kTooManyConnections;
     it = shard.channels.try_emplace(std::move(channel)).first;
-    it->second.name = &it->first;
   }
   if (it->second.user_connections >= max) return codec::Status::kTooManyConnections;
   ++it->second.user_connections;
@@ -439,7 +443,7 @@ void ChannelHub::remove_user_connection(std::string_view user) {
   auto it = shard.channels.find(std::string_view(channel));
   if (it == shard.channels.end() || it->second.user_connections == 0) return;
   --it->second.user_connections;
-  erase_if_unused(shard, it->second);
+  erase_if_unused(shard, *it);
 }
 
 void ChannelHub::sweep(int64_t now_unix_ms, uint64_t now_ms) {
@@ -460,7 +464,7 @@ void ChannelHub::sweep(int64_t now_unix_ms, uint64_t now_ms) {
     auto it = shard.channels.find(std::string_view(name));
     // Forgetting a subscribed channel would restart its offsets under its subscribers.
     if (it != shard.channels.end() && it->second.total > 0) continue;
-    history_.drop_if_idle(name, now_unix_ms);
+    if (history_.drop_if_idle(name, now_unix_ms) && it != shard.channels.end()) it->second.history = ChannelSlot{};
   }
 }
 

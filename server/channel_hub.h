@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "codec/status.h"
@@ -188,12 +189,13 @@ class ChannelHub {
 
  private:
   struct ChannelState;
+  using ChannelEntry = std::pair<const std::string, ChannelState>;  // a shard map's node: name and state
   struct Shard;
   Shard& shard_for(std::string_view channel) const noexcept;
-  void remember(Shard& shard, std::string_view channel, ChannelState* state, const std::string& message_id,
+  void remember(Shard& shard, std::string_view channel, ChannelEntry* entry, const std::string& message_id,
                 const PublicationPtr& record, uint64_t now_ms, bool pending = false);
   bool pop_dedup_front(Shard& shard) noexcept;  // true if a live entry was erased
-  void erase_if_unused(Shard& shard, ChannelState& state) noexcept;
+  void erase_if_unused(Shard& shard, ChannelEntry& entry) noexcept;
   History& history_for(const ChannelOptions& o) noexcept { return o.durable && durable_ != nullptr ? *durable_ : history_; }
 
   const size_t loops_;

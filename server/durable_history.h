@@ -64,6 +64,7 @@ class DurableHistory final : public History {
 
   // ---- History (per-channel calls under the hub's channel lock) ----
   // Reserves the next offset and queues the write; never returns nullptr.
+  using History::append;  // the slot overload: the store looks channels up itself
   PublicationPtr append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms) override;
   // Committed publications only. "Nothing seen" ({"", 0}) returns everything still
   // kept (and true): a durable channel's first-time reader gets what retention kept.

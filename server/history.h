@@ -30,6 +30,12 @@ struct ChannelPosition {
   uint64_t offset = 0;  // offset of the latest publication (0 = none yet)
 };
 
+// See History::append(..., ChannelSlot&): where an implementation keeps one
+// channel's data, remembered by the caller between calls.
+struct ChannelSlot {
+  void* data = nullptr;
+};
+
 // Threading contract, for every implementation:
 // - Every call names one channel, and the caller serializes the calls for one
 //   channel (the ChannelHub calls them all with that channel's hub lock held).
@@ -48,6 +54,18 @@ class History {
   // returns the record. Returns nullptr when it could not be stored (the hub
   // answers kStorageUnavailable); the offset is then not consumed.
   virtual PublicationPtr append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms) = 0;
+
+  // The same, with a place the caller keeps for this channel (the hub keeps one in
+  // its channel state). An implementation may remember in `slot` where its own
+  // per-channel data is, and use that on the next call instead of looking the
+  // channel up. The caller starts with an empty slot, passes the same slot only
+  // for the same channel and History, and empties it when drop_if_idle() forgot the
+  // channel. This default ignores the slot.
+  virtual PublicationPtr append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms,
+                                ChannelSlot& slot) {
+    (void)slot;
+    return append(std::move(draft), options, now_unix_ms);
+  }
 
   // Appends to `out` the publications of `channel` with offset > `offset`, in
   // offset order, and returns true; returns false (and appends nothing) when

@@ -44,6 +44,10 @@ class MemoryHistory final : public History {
 
   // Never returns nullptr (memory is the store); throws only std::bad_alloc.
   PublicationPtr append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms) override;
+  // `slot` remembers the channel's data: a channel is freed only by drop_if_idle(),
+  // after which the caller empties its slot (History's contract).
+  PublicationPtr append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms,
+                        ChannelSlot& slot) override;
   bool read_since(std::string_view channel, std::string_view epoch, uint64_t offset, int64_t now_unix_ms,
                   std::vector<PublicationPtr>& out) override;
   ChannelPosition position(std::string_view channel) override;
@@ -63,6 +67,7 @@ class MemoryHistory final : public History {
   Shard& shard_for(std::string_view channel) const noexcept;
   Channel* find(std::string_view channel) const;
   Channel& find_or_create(std::string_view channel);
+  PublicationPtr append_to(Channel& c, v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms);
   size_t purge(Channel& c, int64_t now_unix_ms) noexcept;  // drops expired; returns how many
   int64_t idle_at(const Channel& c) const noexcept;
 

@@ -60,6 +60,7 @@ class QueueSink final : public DeliverySink {
 class FlakyHistory final : public History {
  public:
   bool fail = false;
+  using History::append;  // the slot overload: forwards here, without the slot
   PublicationPtr append(v1::Publication&& draft, const ChannelOptions& o, int64_t now) override {
     return fail ? nullptr : inner.append(std::move(draft), o, now);
   }
@@ -154,6 +155,22 @@ TEST_F(ChannelHubTest, PublicationCarriesTheDraftAndClampsPriority) {
   EXPECT_EQ(p.priority(), v1::P0);
   EXPECT_EQ(got[1]->priority(), v1::P3);
   EXPECT_EQ(got[2]->priority(), v1::P3);
+}
+
+// A history keeps many publications: one without id, type, collapse key or content
+// type holds no string for them (protobuf allocates one for every field set, "" too).
+TEST_F(ChannelHubTest, EmptyFieldsCostAPublicationNoMemory) {
+  hub.subscribe(0, "c", false, "", 0, 0, replay);
+  ASSERT_EQ(hub.publish(draft("c", "", "x"), 0, 5).status, Status::kOk);
+  const auto got = sink.take(0);
+  ASSERT_EQ(got.size(), 1u);
+  v1::Publication bare;
+  bare.set_channel("c");
+  bare.set_epoch(got[0]->epoch());
+  EXPECT_EQ(got[0]->publication().SpaceUsedLong(), bare.SpaceUsedLong());
+  v1::Publication with_empty = bare;
+  with_empty.set_type("");
+  EXPECT_GT(with_empty.SpaceUsedLong(), bare.SpaceUsedLong());  // what the test guards against
 }
 
 TEST_F(ChannelHubTest, DuplicateReturnsOriginalAndNeitherStoresNorDelivers) {
@@ -515,6 +532,28 @@ TEST_F(ChannelHubTest, SweepForgetsIdleChannelsWithoutSubscribers) {
   k.publish(draft("forever"), 0, 0);
   k.sweep(INT64_MAX, 0);
   EXPECT_EQ(h2.position("forever").offset, 1u);
+}
+
+// The hub remembers where the History keeps a channel it has state for (here: a
+// counted user connection and a dedup entry, neither of which stops the History
+// forgetting the channel). Once sweep() forgot it, the next publish must not use
+// that memory (ASan checks) and starts a new epoch at offset 1.
+TEST_F(ChannelHubTest, AChannelTheHistoryForgotIsLookedUpAgainNotReused) {
+  MemoryHistory h0(/*idle_grace_ms=*/1000);
+  ChannelHub h(1, h0, sink, [](std::string_view) { return ChannelOptions{10, 5}; }, kWindow);
+  ASSERT_EQ(h.add_user_connection("7", 4), codec::Status::kOk);
+  const PublishOutcome first = h.publish(draft("user:7"), 0, 0);
+  EXPECT_EQ(h.publish(draft("user:7", "m1"), 0, 0).offset, 2u);
+  h.sweep(7000, 0);
+  EXPECT_EQ(h0.stats().channels, 0u);
+  EXPECT_EQ(h.stats().channels, 1u);  // the hub still counts the user's connection and m1
+  for (uint64_t want = 1; want <= 3; ++want) {
+    const PublishOutcome again = h.publish(draft("user:7"), 7000, 1);
+    EXPECT_EQ(again.offset, want);
+    EXPECT_NE(again.epoch, first.epoch);
+  }
+  EXPECT_EQ(h0.position("user:7").offset, 3u);
+  EXPECT_EQ(h0.stats().publications, 3u);
 }
 
 // The subscriber contract under concurrency: 4 threads publish (with retried
