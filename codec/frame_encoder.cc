@@ -21,7 +21,8 @@ void add_frame_header(uint8_t header[12], const EncodeOptions& options, FrameTyp
 
 Status encode_message(FrameType type, std::span<const uint8_t> payload, const EncodeOptions& options,
                       Compressor* compressor, EncodedMessage& out) noexcept {
-  out.frames_.clear();
+  out.count_ = 0;
+  out.more_.clear();
   out.bytes_.clear();
   out.borrowed_ = nullptr;
   out.type_ = type;
@@ -64,7 +65,7 @@ Status encode_message(FrameType type, std::span<const uint8_t> payload, const En
     add_frame_header(f.header, options, type, flags, static_cast<uint32_t>(length));
     f.body_offset = 0;
     f.body_length = static_cast<uint32_t>(length);
-    out.frames_.push_back(f);
+    out.add_frame(f);
     return Status::kOk;
   }
 
@@ -81,7 +82,7 @@ Status encode_message(FrameType type, std::span<const uint8_t> payload, const En
     return Status::kMessageTooLarge;
   }
   flags |= kFlagFragment;
-  out.frames_.reserve(count);
+  out.more_.reserve(count - 1);
   out.bytes_.reserve(body.size() + count * overhead);
   for (size_t i = 0; i < count; ++i) {
     const size_t start = i * piece;
@@ -108,7 +109,7 @@ Status encode_message(FrameType type, std::span<const uint8_t> payload, const En
     add_frame_header(f.header, options, type, flags, static_cast<uint32_t>(body_length));
     f.body_offset = static_cast<uint32_t>(body_offset);
     f.body_length = static_cast<uint32_t>(body_length);
-    out.frames_.push_back(f);
+    out.add_frame(f);
   }
   return Status::kOk;
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "codec/compression.h"
@@ -40,23 +41,39 @@ struct EncodeOptions {
 // shared (std::shared_ptr<const EncodedMessage>) by connections on any thread.
 class EncodedMessage {
  public:
+  EncodedMessage() = default;
+  EncodedMessage(const EncodedMessage&) = default;
+  EncodedMessage& operator=(const EncodedMessage&) = default;
+  // A moved-from message is empty (no frames), as it was when frames lived in a vector only.
+  EncodedMessage(EncodedMessage&& o) noexcept { *this = std::move(o); }
+  EncodedMessage& operator=(EncodedMessage&& o) noexcept {
+    type_ = o.type_;
+    compressed_ = o.compressed_;
+    count_ = std::exchange(o.count_, 0);
+    first_ = o.first_;
+    more_ = std::move(o.more_);
+    bytes_ = std::move(o.bytes_);
+    borrowed_ = std::exchange(o.borrowed_, nullptr);
+    return *this;
+  }
   FrameType type() const noexcept { return type_; }
   bool compressed() const noexcept { return compressed_; }
-  size_t frame_count() const noexcept { return frames_.size(); }
+  size_t frame_count() const noexcept { return count_; }
   // Body bytes of frame i (prefix, payload piece and trailer), shared by all recipients.
   std::span<const uint8_t> body(size_t i) const noexcept {
-    return {(borrowed_ != nullptr ? borrowed_ : bytes_.data()) + frames_[i].body_offset, frames_[i].body_length};
+    const FrameInfo& f = frame(i);
+    return {(borrowed_ != nullptr ? borrowed_ : bytes_.data()) + f.body_offset, f.body_length};
   }
   // Writes frame i's 16-byte header with the recipient's sequence number: the only
   // per-connection work (12 precomputed bytes plus the sequence).
   void write_header(size_t i, uint32_t sequence, uint8_t out[kHeaderSize]) const noexcept {
-    const FrameInfo& f = frames_[i];
+    const FrameInfo& f = frame(i);
     for (size_t k = 0; k < 12; ++k) out[k] = f.header[k];
     put_u32(out + 12, sequence);
   }
   // Bytes on the wire for one recipient: headers plus bodies.
   size_t wire_size() const noexcept {
-    return frames_.size() * kHeaderSize + (borrowed_ != nullptr ? frames_[0].body_length : bytes_.size());
+    return count_ * kHeaderSize + (borrowed_ != nullptr ? first_.body_length : bytes_.size());
   }
 
  private:
@@ -67,9 +84,20 @@ class EncodedMessage {
     uint32_t body_offset;
     uint32_t body_length;
   };
+  const FrameInfo& frame(size_t i) const noexcept { return i == 0 ? first_ : more_[i - 1]; }
+  void add_frame(const FrameInfo& f) {
+    if (count_ == 0) {
+      first_ = f;
+    } else {
+      more_.push_back(f);
+    }
+    ++count_;
+  }
   FrameType type_ = FrameType::kPing;
   bool compressed_ = false;
-  std::vector<FrameInfo> frames_;
+  uint32_t count_ = 0;
+  FrameInfo first_{};             // inline: most messages are one frame, and need no allocation for it
+  std::vector<FrameInfo> more_;   // frames 1.. of a fragmented message
   std::vector<uint8_t> bytes_;
   const uint8_t* borrowed_ = nullptr;  // EncodeOptions::borrow_payload: the one frame's body, not in bytes_
 };
