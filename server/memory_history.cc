@@ -7,6 +7,7 @@
 #include <climits>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <random>
 #include <unordered_map>
 #include <utility>
@@ -24,9 +25,19 @@ struct Kept {
 };
 
 // A FIFO ring of Kept. Not std::deque: libstdc++'s allocates ~512 bytes for an
-// empty deque, and there may be a channel per user.
+// empty deque, and there may be a channel per user. Not a vector of Kept either:
+// storing into a constructed slot reads it first (to release what it held), and the
+// slot an append fills is rarely in the cache; here it is constructed in raw memory.
 class Ring {
  public:
+  Ring() noexcept = default;
+  ~Ring() {
+    while (!empty()) pop_front();
+    ::operator delete(buf_);
+  }
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
   size_t size() const noexcept { return count_; }
   bool empty() const noexcept { return count_ == 0; }
   const Kept& front() const noexcept { return buf_[head_]; }
@@ -35,39 +46,47 @@ class Ring {
   int64_t front_until() const noexcept { return front_until_; }
   const Kept& back() const noexcept { return at(count_ - 1); }
   // i-th oldest, i < size().
-  const Kept& at(size_t i) const noexcept { return buf_[(head_ + i) % buf_.size()]; }
+  const Kept& at(size_t i) const noexcept { return buf_[(head_ + i) % capacity_]; }
 
   void pop_front() noexcept {
-    buf_[head_] = Kept{};  // release the publication now
-    head_ = (head_ + 1) % buf_.size();
+    buf_[head_].~Kept();  // releases the publication now
+    head_ = (head_ + 1) % capacity_;
     if (--count_ == 0) head_ = 0;
     front_until_ = count_ == 0 ? kNoLimit : buf_[head_].keep_until_ms;
   }
+  // Throws std::bad_alloc (nothing changed then).
   void push_back(Kept k) {
+    if (count_ == capacity_) reshape(std::max<size_t>(4, capacity_ * 2));
     if (count_ == 0) front_until_ = k.keep_until_ms;
-    if (count_ == buf_.size()) reshape(std::max<size_t>(4, buf_.size() * 2));
-    buf_[(head_ + count_) % buf_.size()] = std::move(k);
+    new (&buf_[(head_ + count_) % capacity_]) Kept(std::move(k));
     ++count_;
   }
   // Gives memory back after history_size shrank or most entries expired.
   void shrink_if_sparse() {
-    if (buf_.size() > 16 && count_ < buf_.size() / 4) reshape(std::max<size_t>(4, count_ * 2));
-    if (count_ == 0 && !buf_.empty()) {
-      buf_.clear();
-      buf_.shrink_to_fit();
-      head_ = 0;
+    if (count_ == 0) {
+      if (capacity_ > 0) reshape(0);
+    } else if (capacity_ > 16 && count_ < capacity_ / 4) {
+      reshape(std::max<size_t>(4, count_ * 2));
     }
   }
 
  private:
+  // Moves the entries to a new buffer of `capacity` (>= size(); 0 frees the buffer).
   void reshape(size_t capacity) {
-    std::vector<Kept> next(capacity);
-    for (size_t i = 0; i < count_; ++i) next[i] = std::move(buf_[(head_ + i) % buf_.size()]);
-    buf_ = std::move(next);
+    Kept* next = capacity == 0 ? nullptr : static_cast<Kept*>(::operator new(capacity * sizeof(Kept)));
+    for (size_t i = 0; i < count_; ++i) {
+      Kept& from = buf_[(head_ + i) % capacity_];
+      new (&next[i]) Kept(std::move(from));
+      from.~Kept();
+    }
+    ::operator delete(buf_);
+    buf_ = next;
+    capacity_ = capacity;
     head_ = 0;
   }
 
-  std::vector<Kept> buf_;
+  Kept* buf_ = nullptr;  // raw memory for capacity_ entries; [head_, head_ + count_) mod capacity_ are live
+  size_t capacity_ = 0;
   size_t head_ = 0;
   size_t count_ = 0;
   int64_t front_until_ = kNoLimit;
