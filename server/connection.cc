@@ -680,21 +680,20 @@ SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {
     r.duplicate = o.duplicate;
     return r;
   };
-  Loop* loop = loop_;
-  const ConnectionId id = id_;
-  const uint64_t rid = p.request_id;
-  std::string channel = d.channel;
+  // Durable: answered once the store committed it, on this loop (the connection may
+  // be gone by then). The hub answers every other publish at once, so they need no
+  // callback (building one allocates, and this is every client publish).
+  PublishDone done;
+  if (ctx.config->policy_for(d.channel).durable) {
+    done = [loop = loop_, id = id_, rid = p.request_id, channel = d.channel, to_result](const PublishOutcome& out) {
+      loop->post([id, rid, channel, out, to_result](Loop& l) {
+        SessionPublishResult r = to_result(out, l.context().metrics);
+        if (Connection* c = l.find(id)) c->publish_done(rid, channel, r);
+      });
+    };
+  }
   PublishOutcome o;
-  // Durable: answered once the store committed it, on this loop (the connection may be gone by then).
-  const bool now = ctx.hub->publish(
-      std::move(d), unix_ms(), loop_->now_ms(),
-      [loop, id, rid, channel = std::move(channel), to_result](const PublishOutcome& out) {
-        loop->post([id, rid, channel, out, to_result](Loop& l) {
-          SessionPublishResult r = to_result(out, l.context().metrics);
-          if (Connection* c = l.find(id)) c->publish_done(rid, channel, r);
-        });
-      },
-      o);
+  const bool now = ctx.hub->publish(std::move(d), unix_ms(), loop_->now_ms(), std::move(done), o);
   if (!now) {
     SessionPublishResult r;
     r.pending = true;

@@ -401,7 +401,10 @@ void Session::on_publish_done(uint64_t request_id, const std::string& channel, c
     reject(request_id, r.status, codec::describe(r.status));
     return;
   }
-  v1::PublishOk ok;
+  // Per loop thread, reused: a cleared message keeps its strings' buffers, so the
+  // answer to every publish does not allocate the channel and epoch again.
+  thread_local v1::PublishOk ok;
+  ok.Clear();
   ok.set_request_id(request_id);
   ok.set_channel(channel);
   ok.set_offset(r.offset);
