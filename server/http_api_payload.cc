@@ -51,6 +51,7 @@ class Scanner {
   }
 
   bool escaped_key() const { return escaped_key_; }
+  bool repeated_payload() const { return repeated_payload_; }
   const std::vector<Replacement>& replacements() const { return replacements_; }
 
  private:
@@ -218,6 +219,7 @@ class Scanner {
   bool object(int depth, std::string* out) {
     // Publish objects: the body (1) and the messages of a batch (3).
     const bool target = out == nullptr && (depth == 1 || depth == 3);
+    bool payload_seen = false;
     ++p_;
     if (out != nullptr) out->push_back('{');
     ws();
@@ -240,6 +242,12 @@ class Scanner {
       ++p_;
       if (out != nullptr) out->push_back(':');
       ws();
+      if (target && !escapes && key == "payload") {
+        // Which of two is meant is the parser's call (the last, with a null one among
+        // them too): the body is left to it whole.
+        if (payload_seen) repeated_payload_ = true;
+        payload_seen = true;
+      }
       if (target && !escapes && key == "payload" && p_ != end_ && *p_ != 'n') {
         const size_t value_begin = static_cast<size_t>(p_ - begin_);
         std::string text;
@@ -269,6 +277,7 @@ class Scanner {
   std::vector<std::string>& payloads_;
   std::vector<Replacement> replacements_;
   bool escaped_key_ = false;
+  bool repeated_payload_ = false;
 };
 
 }  // namespace
@@ -278,7 +287,7 @@ PayloadScan extract_payloads(std::string_view body, std::string& out, std::vecto
   payloads.clear();
   if (body.size() >= 3 && static_cast<unsigned char>(body[0]) == 0xEF) return PayloadScan::kUnchanged;  // BOM
   Scanner s(body, payloads);
-  if (!s.document() || s.escaped_key() || s.replacements().empty()) {
+  if (!s.document() || s.escaped_key() || s.repeated_payload() || s.replacements().empty()) {
     payloads.clear();
     return PayloadScan::kUnchanged;
   }

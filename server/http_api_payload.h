@@ -27,7 +27,8 @@ enum class PayloadScan {
 // its text with the whitespace between tokens removed (strings, numbers and the order
 // of keys exactly as sent); in `out` the member becomes `"\u0000payload":<index>`.
 // Returns kUnchanged, leaving `out` and `payloads` empty, when there is no such member,
-// when any key of those objects is written with escapes, when the body starts with a
+// when any key of those objects is written with escapes, when one of those objects has
+// "payload" more than once (null included), when the body starts with a
 // byte-order mark, or when anything in the body is not valid JSON (the caller's parser
 // then reports it). `body` must already be known to nest at most 64 levels deep.
 PayloadScan extract_payloads(std::string_view body, std::string& out, std::vector<std::string>& payloads);

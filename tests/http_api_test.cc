@@ -611,6 +611,31 @@ TEST_F(HttpApiTest, BatchPayloadsGoToTheirOwnMessages) {
                             {"a", R"({"n":0})"}, {"b", ""}, {"c", std::string("\x01", 1)}, {"d", R"(["three"])"}, {"f", "5"}}));
 }
 
+// A publish object with "payload" twice: which one counts is the JSON parser's call (the
+// last one, a null one too), so the scanner leaves such a body whole. Found by
+// fuzz_api_payload: with a null last, the rewrite kept the first.
+TEST(ExtractPayloads, ARepeatedPayloadKeyIsLeftToTheParser) {
+  const std::vector<std::string> bodies = {
+      R"({"channelhannel":"a","payload":"a","payload":null})",
+      R"({"channel":"a","payload":null,"payload":"b"})",
+      R"({"channel":"a","payload":"a","payload":"b"})",
+      R"({"messages":[{"channel":"a","payload":1},{"channel":"b","payload":2,"payload":null}]})",
+  };
+  for (const std::string& body : bodies) {
+    SCOPED_TRACE(body);
+    std::string out = "stale";
+    std::vector<std::string> payloads = {"stale"};
+    EXPECT_EQ(extract_payloads(body, out, payloads), PayloadScan::kUnchanged);
+    EXPECT_TRUE(out.empty());
+    EXPECT_TRUE(payloads.empty());
+  }
+  // Twice across different objects is no repeat.
+  std::string out;
+  std::vector<std::string> payloads;
+  EXPECT_EQ(extract_payloads(R"({"messages":[{"payload":1},{"payload":2}]})", out, payloads), PayloadScan::kRewritten);
+  EXPECT_EQ(payloads, (std::vector<std::string>{"1", "2"}));
+}
+
 // extract_payloads against the JSON parser on many mutated bodies: whenever it rewrites
 // a body, the parser accepts the original, and every payload text it kept is the same
 // JSON value as the parser's.
