@@ -198,7 +198,7 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
     return true;
   }
   // Outside the lock: it is configuration lookup, not channel state.
-  const ChannelOptions options = options_ ? options_(draft.channel) : ChannelOptions{};
+  const ChannelOptions options = options_for(draft.channel);
   const bool dedup = dedup_window_ms_ > 0 && !draft.message_id.empty();
 
   Shard& shard = shard_for(draft.channel);
@@ -271,6 +271,8 @@ bool ChannelHub::publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_m
   }
   return true;
 }
+
+bool ChannelHub::may_defer(std::string_view channel) { return history_for(options_for(channel)).deferred(); }
 
 void ChannelHub::on_committed(const PublicationPtr& record, bool committed) {
   std::vector<std::pair<PublishDone, bool>> waiters;
@@ -381,7 +383,7 @@ SubscribeOutcome ChannelHub::subscribe(size_t loop, std::string_view channel, bo
   }
   Shard& shard = shard_for(channel);
   std::lock_guard lock(shard.mu);
-  const ChannelOptions options = options_ ? options_(channel) : ChannelOptions{};
+  const ChannelOptions options = options_for(channel);
   History& history = history_for(options);
   out.durable = &history == durable_;
   // History first, registration last: if anything throws, nothing is registered.

@@ -134,6 +134,10 @@ class ChannelHub {
   // nothing stored, nothing delivered). Live delivery of a durable publication
   // also waits for its commit (persist, then acknowledge and fan out).
   bool publish(PublishDraft draft, int64_t now_unix_ms, uint64_t now_ms, PublishDone done, PublishOutcome& out);
+  // Whether a publish to `channel` may be answered later (through `done`): false
+  // means the overload above always returns true, so `done` may be left empty (a
+  // callback costs an allocation per publish). Any thread.
+  bool may_defer(std::string_view channel);
 
   // Durable channels (ChannelOptions::durable) use `durable` (a deferred History:
   // DurableHistory) instead of the live one. Call before any publish; `durable`
@@ -196,6 +200,7 @@ class ChannelHub {
                 const PublicationPtr& record, uint64_t now_ms, bool pending = false);
   bool pop_dedup_front(Shard& shard) noexcept;  // true if a live entry was erased
   void erase_if_unused(Shard& shard, ChannelEntry& entry) noexcept;
+  ChannelOptions options_for(std::string_view channel) const { return options_ ? options_(channel) : ChannelOptions{}; }
   History& history_for(const ChannelOptions& o) noexcept { return o.durable && durable_ != nullptr ? *durable_ : history_; }
 
   const size_t loops_;

@@ -681,10 +681,9 @@ SessionPublishResult Connection::publish(SessionPublish&& p) noexcept {
     return r;
   };
   // Durable: answered once the store committed it, on this loop (the connection may
-  // be gone by then). The hub answers every other publish at once, so they need no
-  // callback (building one allocates, and this is every client publish).
+  // be gone by then). Every other publish is answered at once and needs no callback.
   PublishDone done;
-  if (ctx.config->policy_for(d.channel).durable) {
+  if (ctx.hub->may_defer(d.channel)) {
     done = [loop = loop_, id = id_, rid = p.request_id, channel = d.channel, to_result](const PublishOutcome& out) {
       loop->post([id, rid, channel, out, to_result](Loop& l) {
         SessionPublishResult r = to_result(out, l.context().metrics);

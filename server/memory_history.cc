@@ -174,18 +174,14 @@ int64_t MemoryHistory::idle_at(const Channel& c) const noexcept {
 }
 
 PublicationPtr MemoryHistory::append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms) {
-  Channel& c = find_or_create(draft.channel());
-  return append_to(c, std::move(draft), options, now_unix_ms);
+  ChannelSlot slot;
+  return append(std::move(draft), options, now_unix_ms, slot);
 }
 
 PublicationPtr MemoryHistory::append(v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms,
                                      ChannelSlot& slot) {
   if (slot.data == nullptr) slot.data = &find_or_create(draft.channel());
-  return append_to(*static_cast<Channel*>(slot.data), std::move(draft), options, now_unix_ms);
-}
-
-PublicationPtr MemoryHistory::append_to(Channel& c, v1::Publication&& draft, const ChannelOptions& options,
-                                        int64_t now_unix_ms) {
+  Channel& c = *static_cast<Channel*>(slot.data);
   if (purge(c, now_unix_ms) > 0) c.kept.shrink_if_sparse();
   draft.set_offset(c.last_offset + 1);
   draft.set_epoch(c.epoch);

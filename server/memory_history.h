@@ -67,7 +67,6 @@ class MemoryHistory final : public History {
   Shard& shard_for(std::string_view channel) const noexcept;
   Channel* find(std::string_view channel) const;
   Channel& find_or_create(std::string_view channel);
-  PublicationPtr append_to(Channel& c, v1::Publication&& draft, const ChannelOptions& options, int64_t now_unix_ms);
   size_t purge(Channel& c, int64_t now_unix_ms) noexcept;  // drops expired; returns how many
   int64_t idle_at(const Channel& c) const noexcept;
 

@@ -98,6 +98,16 @@ struct Fixture : ::testing::Test {
 
 using ChannelHubTest = Fixture;
 
+// Live channels are answered at once: a publisher needs no callback for them.
+TEST_F(ChannelHubTest, LiveChannelsNeverDefer) {
+  EXPECT_FALSE(hub.may_defer("c"));
+  options.durable = true;  // durable, but no durable History was set: kept live
+  EXPECT_FALSE(hub.may_defer("c"));
+  PublishOutcome out;
+  EXPECT_TRUE(hub.publish(draft("c"), 0, 0, {}, out));
+  EXPECT_EQ(out.status, Status::kOk);
+}
+
 TEST_F(ChannelHubTest, OffsetsCountFromOnePerChannel) {
   EXPECT_EQ(hub.publish(draft("a"), 0, 0).offset, 1u);
   EXPECT_EQ(hub.publish(draft("a"), 0, 0).offset, 2u);

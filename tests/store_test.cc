@@ -368,6 +368,7 @@ TEST_F(DurableHubTest, AnswersAndDeliversOnlyAfterTheCommit) {
                                          now);
     EXPECT_FALSE(immediate);
   }
+  EXPECT_TRUE(hub_->may_defer("dur:c"));  // so a caller must give `done`
   std::unique_lock lock(mu);
   ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(5), [&] { return answers.size() == 5; }));
   for (size_t i = 0; i < 5; ++i) {
