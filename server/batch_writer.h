@@ -7,6 +7,10 @@
 // them to the kernel with one io_uring_enter, which also waits for their completions: the
 // kernel runs every send at once, in the loop's thread, as writev would.
 //
+// A send of several small pieces (a header and a body per frame) is copied into one buffer
+// first: the kernel's work grows with the pieces of a send, and on loopback copying them
+// here once is cheaper than letting the kernel walk them.
+//
 // Semantics are those of writev on a non-blocking socket: each send carries MSG_DONTWAIT,
 // so a full socket buffer completes with -EAGAIN at once (io_uring never parks the send to
 // retry it later), and a send may be partial. Nothing is in flight once run() returns, so
@@ -43,9 +47,18 @@ class BatchWriter {
   bool is_open() const noexcept { return ring_ != nullptr; }
 
   // Queues a send of iov[0..n) to `fd`; `tag` comes back with its result. The iovecs are
-  // copied; the bytes they point at must stay until run() returns.
+  // copied; the bytes they point at must stay until run() returns. A send of several
+  // pieces and at most kGatherMax bytes is copied into one buffer of the writer instead
+  // (the kernel pays per piece; on loopback copying small pieces here once is cheaper),
+  // while the run's buffer (kArenaBytes) has room.
   void add(int fd, const iovec* iov, size_t n, uint64_t tag);
+  // Sends of at most this many bytes in several pieces are copied into one buffer
+  // first (see add()); the buffer holds kArenaBytes per run.
+  static constexpr size_t kGatherMax = 16 * 1024;
+  static constexpr size_t kArenaBytes = 2 * 1024 * 1024;
   size_t queued() const noexcept { return sends_.size(); }
+  // Sends add() copied into one buffer since open (for tests and diagnostics).
+  uint64_t gathered() const noexcept { return gathered_; }
 
   // Submits every queued send and waits for all of them. `done(tag, result)` is called once
   // per send, in queue order: result is the byte count written, -errno, or kNotSent when
@@ -63,10 +76,16 @@ class BatchWriter {
     int fd;
     long result;
   };
+  // Copies iov[0..n) into the gather arena; null if it has no room.
+  uint8_t* gather(const iovec* iov, size_t n, size_t bytes);
+
   std::unique_ptr<io_uring> ring_;
   unsigned entries_ = 0;
   std::vector<Send> sends_;
   std::vector<iovec> iovs_;
+  std::unique_ptr<uint8_t[]> arena_;
+  size_t arena_used_ = 0;
+  uint64_t gathered_ = 0;
 };
 
 }  // namespace herald::server
