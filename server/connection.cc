@@ -222,13 +222,15 @@ void Connection::send(codec::EncodedMessage&& frame) noexcept {
   }
 }
 
-void Connection::queue_publication(const PublicationPtr& p, bool collapse) {
+void Connection::queue_publication(const PublicationPtr& p, bool collapse, HeldPublication* held) {
   ServerContext& ctx = loop_->context();
   const auto& frames = p->encoded(session_.wire_variant(), ctx.shared_encoding, loop_->codec());
   const int prio = p->priority() >= 0 && p->priority() <= 3 ? p->priority() : 3;
   // Queued and shed messages are counted by the lanes (LaneCounters, reported by the loop).
   // State channels: a newer value replaces a queued older one with the same collapse key.
-  switch (lanes_.enqueue(p, &frames, prio, loop_->now_ms(), collapse)) {
+  const uint64_t now = loop_->now_ms();
+  switch (held != nullptr ? lanes_.enqueue(held, &frames, prio, now, collapse)
+                          : lanes_.enqueue(p, &frames, prio, now, collapse)) {
     case EnqueueOutcome::kQueued:
     case EnqueueOutcome::kShed:
       break;
@@ -277,13 +279,13 @@ const std::string& Connection::device_key() const noexcept {
   return session_.device_id().empty() ? kDefault : session_.device_id();
 }
 
-void Connection::deliver(const PublicationPtr& p, bool collapse) {
+void Connection::deliver(const PublicationPtr& p, bool collapse, HeldPublication* held) {
   if (closing_) return;
   if (!session_.wants(*p)) {
     if (!codec::ok(session_.fatal())) start_closing(close_reason_for(session_.fatal()));
     return;
   }
-  queue_publication(p, collapse);
+  queue_publication(p, collapse, held);
   after_output();
 }
 

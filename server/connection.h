@@ -41,7 +41,8 @@ class Connection final : public SessionHost {
   // A live publication posted to this loop for a channel this connection joined.
   // `collapse`: its channel keeps only the latest value per collapse key (the loop
   // looks the channel's policy up once per publication, not once per subscriber).
-  void deliver(const PublicationPtr& p, bool collapse);
+  // `held`: the loop's hold of `p` for a fan-out (the queue entry holds it, not `p`), or null.
+  void deliver(const PublicationPtr& p, bool collapse, HeldPublication* held = nullptr);
   // A deferred (durable) publish of this connection finished (posted to its loop).
   void publish_done(uint64_t request_id, const std::string& channel, const SessionPublishResult& r);
   // Another device of this user read a dismiss-on-read message.
@@ -97,7 +98,7 @@ class Connection final : public SessionHost {
 
   void handle_bytes(std::span<const uint8_t> bytes);
   void handle_status(codec::Status s);
-  void queue_publication(const PublicationPtr& p, bool collapse);
+  void queue_publication(const PublicationPtr& p, bool collapse, HeldPublication* held = nullptr);
   // A publication's last byte was written (handed to TLS or WebSocket framing on those
   // listeners): a P0's latency is counted, and a durable personal-channel one is
   // "sent" to this device (receipts).

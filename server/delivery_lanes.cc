@@ -28,7 +28,9 @@ struct DeliveryLanes::ControlEntry : Entry {
 };
 
 struct DeliveryLanes::PublicationEntry : Entry {
-  PublicationPtr record;
+  PublicationPtr record;            // the record, unless `held` holds it
+  HeldPublication* held = nullptr;  // a hold released with the entry
+  const PublicationRecord* get() const noexcept { return held != nullptr ? held->get() : record.get(); }
 };
 
 // One prepared frame: its header (with its sequence number), how much of it (header
@@ -150,7 +152,9 @@ void DeliveryLanes::release(Entry* e) noexcept {
   if (e->control) {
     delete static_cast<ControlEntry*>(e);
   } else {
-    delete static_cast<PublicationEntry*>(e);
+    auto* p = static_cast<PublicationEntry*>(e);
+    if (p->held != nullptr) p->held->release();
+    delete p;
   }
 }
 
@@ -208,7 +212,7 @@ DeliveryLanes::Entry* DeliveryLanes::find_collapsible(std::string_view channel, 
     Entry* before = nullptr;
     for (Entry* e = s_->lanes[l].head; e != nullptr; before = e, e = e->next) {
       if (!e->collapsible || e->next_frame != 0) continue;
-      const PublicationRecord* r = static_cast<PublicationEntry*>(e)->record.get();
+      const PublicationRecord* r = static_cast<PublicationEntry*>(e)->get();
       if (r != nullptr && r->publication().collapse_key() == key && r->channel() == channel) {
         *lane = l;
         *prev = before;
@@ -232,6 +236,19 @@ void DeliveryLanes::unlink(int lane, Entry* prev, Entry* e) noexcept {
 
 EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::EncodedMessage* frames, int priority,
                                       uint64_t now_ms, bool collapse) noexcept {
+  const PublicationRecord* r = record.get();
+  return enqueue_publication(r, std::move(record), nullptr, frames, priority, now_ms, collapse);
+}
+
+EnqueueOutcome DeliveryLanes::enqueue(HeldPublication* held, const codec::EncodedMessage* frames, int priority,
+                                      uint64_t now_ms, bool collapse) noexcept {
+  return enqueue_publication(held != nullptr ? held->get() : nullptr, nullptr, held, frames, priority, now_ms,
+                             collapse);
+}
+
+EnqueueOutcome DeliveryLanes::enqueue_publication(const PublicationRecord* record, PublicationPtr&& owned,
+                                                  HeldPublication* held, const codec::EncodedMessage* frames,
+                                                  int priority, uint64_t now_ms, bool collapse) noexcept {
   if (frames == nullptr || frames->frame_count() == 0) return EnqueueOutcome::kQueued;
   if (priority < 0 || priority > 3) priority = 3;
   const int lane = kP0 + priority;
@@ -269,7 +286,11 @@ EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::Encode
   if (!ensure_state()) return EnqueueOutcome::kSlowConsumer;
   auto* e = new (std::nothrow) PublicationEntry;
   if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
-  e->record = std::move(record);
+  e->record = std::move(owned);
+  if (held != nullptr) {
+    held->hold();
+    e->held = held;
+  }
   e->frames = frames;
   e->end_frame = static_cast<uint32_t>(frames->frame_count());
   e->lane = static_cast<int8_t>(lane);
@@ -476,7 +497,7 @@ void DeliveryLanes::consumed(size_t n, uint64_t now_ms, WrittenHook written) noe
     }
     if (--e->in_flight == 0 && e->next_frame == e->end_frame) {
       if (written.fn != nullptr && !e->control) {
-        const PublicationRecord* r = static_cast<PublicationEntry*>(e)->record.get();
+        const PublicationRecord* r = static_cast<PublicationEntry*>(e)->get();
         if (r != nullptr) written.fn(written.ctx, *r);
       }
       release(e);
@@ -554,8 +575,8 @@ size_t DeliveryLanes::discard_channel(std::string_view channel) noexcept {
     Entry* prev = nullptr;
     for (Entry* e = l.head; e != nullptr;) {
       Entry* next = e->next;
-      if (static_cast<PublicationEntry*>(e)->record == nullptr ||
-          static_cast<PublicationEntry*>(e)->record->channel() != channel) {
+      const PublicationRecord* r = static_cast<PublicationEntry*>(e)->get();
+      if (r == nullptr || r->channel() != channel) {
         prev = e;
         e = next;
         continue;

@@ -139,6 +139,10 @@ class DeliveryLanes {
   // one stays queued. Costs one scan of the queued publications (O(queued)).
   EnqueueOutcome enqueue(PublicationPtr record, const codec::EncodedMessage* frames, int priority,
                          uint64_t now_ms, bool collapse = false) noexcept;
+  // The same for a publication held by the calling thread (a loop's fan-out): the entry
+  // takes a hold of `held` (released when the entry goes) instead of a PublicationPtr.
+  EnqueueOutcome enqueue(HeldPublication* held, const codec::EncodedMessage* frames, int priority, uint64_t now_ms,
+                         bool collapse = false) noexcept;
 
   // True while a control frame or a P0 frame waits to be prepared: the connection
   // should write now instead of at the end of the loop iteration. (A frame partly
@@ -216,6 +220,10 @@ class DeliveryLanes {
 
   struct State;
 
+  // enqueue() of `record`, owned by `owned` or held by `held` (or neither: tests).
+  EnqueueOutcome enqueue_publication(const PublicationRecord* record, PublicationPtr&& owned, HeldPublication* held,
+                                     const codec::EncodedMessage* frames, int priority, uint64_t now_ms,
+                                     bool collapse) noexcept;
   void push_back(int lane, Entry* e) noexcept;
   Entry* pick(size_t* frame_size, bool urgent_only) noexcept;
   Entry* pick_round_robin(size_t* frame_size) noexcept;

@@ -239,10 +239,16 @@ void Loop::deliver(const PublicationPtr& p) {
   // No copy of the list: delivering never edits it (a connection that closes leaves
   // it when it is reaped, after this callback), and the entry stays.
   const IdList& ids = *list;
+  // A fan-out's queue entries hold the record through one loop-local counter, not one
+  // atomic PublicationPtr copy each (see HeldPublication).
+  struct Release {
+    void operator()(HeldPublication* h) const noexcept { h->release(); }
+  };
+  std::unique_ptr<HeldPublication, Release> held(ids.size() > 1 ? HeldPublication::make(p) : nullptr);
   for (size_t i = 0; i < ids.size(); ++i) {
     Connection* c = find(ids[i]);
     if (c == nullptr) continue;
-    c->deliver(p, collapse);
+    c->deliver(p, collapse, held.get());
     any = true;
   }
   if (any) delivered_accept_us_.push_back(p->accepted_us());

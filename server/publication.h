@@ -79,6 +79,30 @@ class PublicationRecord {
 
 using PublicationPtr = std::shared_ptr<const PublicationRecord>;
 
+// A publication held by one thread for many queue entries at once (a loop's fan-out of a
+// broadcast): the entries count their holds here with plain integers, and the one
+// PublicationPtr inside keeps the record alive until the last hold is released.
+// Copying a PublicationPtr per entry instead would be an atomic operation per delivery on
+// a counter every loop delivering the same record writes to at the same moment.
+// Not thread-safe: made, held and released on one thread only.
+class HeldPublication {
+ public:
+  // The caller holds the new object once; release() that hold when done.
+  static HeldPublication* make(PublicationPtr p) { return new HeldPublication(std::move(p)); }
+  const PublicationRecord* get() const noexcept { return ptr_.get(); }
+  const PublicationPtr& ptr() const noexcept { return ptr_; }
+  void hold() noexcept { ++holds_; }
+  void release() noexcept {
+    if (--holds_ == 0) delete this;
+  }
+
+ private:
+  explicit HeldPublication(PublicationPtr p) noexcept : ptr_(std::move(p)) {}
+  ~HeldPublication() = default;
+  PublicationPtr ptr_;
+  size_t holds_ = 1;
+};
+
 // A process-wide counter for fragment refs of shared messages (docs/protocol.md
 // §7.3: unique among in-progress messages; a global counter is).
 uint32_t next_fragment_ref() noexcept;

@@ -1331,6 +1331,63 @@ TEST_F(DeliveryLanesTest, RandomOperationsKeepEveryPromise) {
               static_cast<unsigned long long>(dropped_total), static_cast<unsigned long long>(refused_total));
 }
 
+// A loop's fan-out queues one record in many connections' lanes through one
+// HeldPublication: the record lives while any entry holds it (written, shed, discarded
+// or cleared, each entry releases its hold once), the PublicationPtr is copied once
+// whatever the fan-out, and the entries behave as PublicationPtr ones do (hook, discard).
+TEST_F(DeliveryLanesTest, AHeldPublicationLivesUntilItsLastEntryGoes) {
+  limits_.soft_bytes = 1000;
+  const PublicationPtr r = record(7, 3, 3000);  // fragmented (512-byte frames)
+  const PublicationPtr small = record(8, 3, 40);
+  const size_t heap_before = live_heap();
+  {
+    DeliveryLanes written(&limits_, &counters_), shed(&limits_, &counters_), discarded(&limits_, &counters_),
+        cleared(&limits_, &counters_);
+    HeldPublication* held = HeldPublication::make(r);
+    ASSERT_EQ(pub(shed, small), EnqueueOutcome::kQueued);  // room for nothing more under soft
+    EXPECT_EQ(shed.enqueue(held, &frames(r), 3, 0), EnqueueOutcome::kShed);
+    for (DeliveryLanes* l : {&written, &discarded, &cleared}) {
+      ASSERT_EQ(l->enqueue(held, &frames(r), 3, 0), EnqueueOutcome::kQueued);
+    }
+    held->release();  // the loop's own hold: the three entries keep it
+    EXPECT_EQ(r.use_count(), 2);  // this test's and the hold's, however many entries
+    // Written completely: the hook hears of the record itself.
+    std::vector<uint64_t> heard;
+    const WrittenHook hook{[](void* ctx, const PublicationRecord& p) noexcept {
+                             static_cast<std::vector<uint64_t>*>(ctx)->push_back(p.offset());
+                           },
+                           &heard};
+    Bytes wire;
+    for (int i = 0; i < 100 && !written.empty(); ++i) {
+      iovec iov[64];
+      const size_t n = written.prepare(iov, 64);
+      size_t total = 0;
+      for (size_t k = 0; k < n; ++k) {
+        const auto* b = static_cast<const uint8_t*>(iov[k].iov_base);
+        wire.insert(wire.end(), b, b + iov[k].iov_len);
+        total += iov[k].iov_len;
+      }
+      written.consumed(total, 0, hook);
+    }
+    EXPECT_EQ(heard, (std::vector<uint64_t>{7}));
+    const auto got = decode_messages(wire);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_TRUE(got[0].intact);
+    EXPECT_EQ(r.use_count(), 2);
+    // Dropped by unsubscribing: found by its channel like any entry.
+    EXPECT_EQ(discarded.discard_channel("news"), 1u);
+    EXPECT_TRUE(discarded.empty());
+    EXPECT_EQ(r.use_count(), 2);
+    // Cleared half-written (a closing socket): the last hold goes, and the record's copy.
+    iovec iov[4];
+    ASSERT_GT(cleared.prepare(iov, 4), 0u);
+    cleared.consumed(5, 0);
+    cleared.clear();
+    EXPECT_EQ(r.use_count(), 1);
+  }
+  EXPECT_EQ(live_heap(), heap_before);  // the hold and every entry are freed
+}
+
 // ------------------------------------------------------------------ state channels (collapse)
 
 class CollapseTest : public DeliveryLanesTest {
