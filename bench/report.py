@@ -47,6 +47,21 @@ def ceiling(h, p):
     return cores / (ch / dh) / rate_p
 
 
+def kernel_ceiling(h, p):
+    """The same ratio if only heraldd's work in user space were free: the load generator's
+    CPU per delivery plus heraldd's kernel time per delivery (its sends; on this kernel the
+    loopback receive path they run is counted there too). None without the figures."""
+    try:
+        dh, ch, ks = h["delivered"], h["client"]["cpu_s"], h["server"]["sys_s"]
+        cores = h.get("cores") or os.cpu_count()
+        rate_p = p["deliveries_per_s"]
+    except (KeyError, TypeError):
+        return None
+    if dh <= 0 or ch + ks <= 0 or rate_p <= 0:
+        return None
+    return cores / ((ch + ks) / dh) / rate_p
+
+
 def main(path):
     lines = [json.loads(l) for l in open(path) if l.strip()]
     groups = defaultdict(list)
@@ -100,6 +115,8 @@ def main(path):
         if workload in ("W1", "W2", "W3"):
             ratios = []
             ceilings = []
+            kernel_ceilings = []
+            kernel_shares = []
             for run in sorted({j["run"] for j in rows}):
                 r = {j["system"] + ("-nodup" if "nodup" in j.get("config", "") else ""): j for j in rows if j["run"] == run}
                 if "herald" not in r:
@@ -117,6 +134,11 @@ def main(path):
                     c = ceiling(h, max(peers, key=lambda p: p["deliveries_per_s"]))
                     if c is not None:
                         ceilings.append(c)
+                    k = kernel_ceiling(h, max(peers, key=lambda p: p["deliveries_per_s"]))
+                    if k is not None:
+                        kernel_ceilings.append(k)
+                        if h["server"].get("cpu_s"):
+                            kernel_shares.append(h["server"]["sys_s"] / h["server"]["cpu_s"])
                 else:
                     best = min(p["latency_us"]["p99"] for p in peers if p.get("lost", 0) == 0) if any(
                         p.get("lost", 0) == 0 for p in peers) else None
@@ -148,6 +170,12 @@ def main(path):
                       "(every core running Herald's load generator at its CPU per delivery, against the "
                       "best peer's deliveries/s; per run): " + ", ".join(f"{v:.2f}" for v in ceilings) +
                       f"; median **{statistics.median(ceilings):.2f}**")
+            if kernel_ceilings:
+                print("\nThe most it could be if only heraldd's user-space work were free (the load generator's "
+                      "CPU plus heraldd's kernel time per delivery; per run): " +
+                      ", ".join(f"{v:.2f}" for v in kernel_ceilings) +
+                      f"; median **{statistics.median(kernel_ceilings):.2f}**. heraldd's time in the kernel: " +
+                      ", ".join(f"{v:.0%}" for v in kernel_shares))
 
 
 if __name__ == "__main__":

@@ -683,6 +683,7 @@ void Conn::on_error(std::string what) { w->error(*this, std::move(what)); }
 struct ProcSample {
   bool ok = false;
   double cpu_s = 0;
+  double sys_s = 0;  // the part of cpu_s spent in the kernel (stime; softirqs included here)
   uint64_t rss = 0, hwm = 0, syscw = 0;
 };
 
@@ -711,6 +712,7 @@ ProcSample sample(const std::vector<int>& pids) {
       }
     }
     s.cpu_s += (utime + stime) / tick;
+    s.sys_s += stime / tick;
     std::ifstream status(base + "/status");
     std::string l;
     while (std::getline(status, l)) {
@@ -887,6 +889,7 @@ class Coordinator {
     if (s0.ok && s2.ok) {
       nlohmann::json srv;
       srv["cpu_s"] = s2.cpu_s - s1.cpu_s;
+      srv["sys_s"] = s2.sys_s - s1.sys_s;
       srv["rss_bytes"] = s2.rss;
       srv["rss_peak_bytes"] = s2.hwm;
       if (o_.workload == Workload::kIdle && sub_total > 0) {
@@ -903,7 +906,10 @@ class Coordinator {
           srv["rss_per_conn_bytes"] = from_zero;
         }
       }
-      if (o_.workload == Workload::kReconnect) srv["cpu_s"] = s2.cpu_s - s0.cpu_s;
+      if (o_.workload == Workload::kReconnect) {
+        srv["cpu_s"] = s2.cpu_s - s0.cpu_s;
+        srv["sys_s"] = s2.sys_s - s0.sys_s;
+      }
       const uint64_t deliveries = t.delivered[0] + t.delivered[1];
       if (deliveries > 0 && o_.workload != Workload::kIdle) {
         srv["write_calls_per_delivery"] = static_cast<double>(s2.syscw - s1.syscw) / static_cast<double>(deliveries);
@@ -913,7 +919,7 @@ class Coordinator {
     if (c1.ok && c2.ok) {
       // What the subscribers and publishers cost on the same cores: with the server's CPU
       // it shows whether the machine, not the server, was the limit.
-      result["client"] = {{"cpu_s", c2.cpu_s - c1.cpu_s}, {"processes", workers_.size()}};
+      result["client"] = {{"cpu_s", c2.cpu_s - c1.cpu_s}, {"sys_s", c2.sys_s - c1.sys_s}, {"processes", workers_.size()}};
       result["cores"] = sysconf(_SC_NPROCESSORS_ONLN);
     }
     std::printf("%s\n", result.dump().c_str());
