@@ -21,17 +21,41 @@ struct DeliveryLanes::Entry {
   int8_t lane = 0;          // 0 = control, 1 + priority (a started publication may move to 0)
   bool control = false;     // a ControlEntry (else a PublicationEntry)
   bool collapsible = false; // queued with enqueue(..., collapse = true): a newer one may replace it
+  bool held = false;        // a PublicationEntry holding its record through a HeldPublication
 };
 
 struct DeliveryLanes::ControlEntry : Entry {
   codec::EncodedMessage message;
 };
 
+// Holds its record one of two ways (Entry::held says which): a PublicationPtr of its own,
+// or a hold of a loop's HeldPublication, released with the entry. 48 bytes either way.
 struct DeliveryLanes::PublicationEntry : Entry {
-  PublicationPtr record;            // the record, unless `held` holds it
-  HeldPublication* held = nullptr;  // a hold released with the entry
-  const PublicationRecord* get() const noexcept { return held != nullptr ? held->get() : record.get(); }
+  PublicationEntry(PublicationPtr&& owned, HeldPublication* h) noexcept {
+    if (h != nullptr) {
+      h->hold();
+      held = true;
+      holder = h;
+    } else {
+      new (&record) PublicationPtr(std::move(owned));
+    }
+  }
+  ~PublicationEntry() {
+    if (held) {
+      holder->release();
+    } else {
+      record.~PublicationPtr();
+    }
+  }
+  PublicationEntry(const PublicationEntry&) = delete;
+  PublicationEntry& operator=(const PublicationEntry&) = delete;
+  const PublicationRecord* get() const noexcept { return held ? holder->get() : record.get(); }
+  union {
+    PublicationPtr record;
+    HeldPublication* holder;
+  };
 };
+
 
 // One prepared frame: its header (with its sequence number), how much of it (header
 // then body) was written, and the round robin as it was before the frame was picked,
@@ -50,6 +74,7 @@ namespace {
 constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
 constexpr uint32_t kWeights[3] = {8, 4, 1};  // P1, P2, P3
 constexpr uint16_t kFirstRingCap = 8;
+constexpr uint16_t kMaxFirstRingCap = 32;  // a prepare() of 64 iovecs takes at most 32 frames
 constexpr size_t kMaxRingCap = size_t{1} << 15;  // fits the uint16_t count
 
 // Lanes in internal numbering.
@@ -63,8 +88,23 @@ constexpr int kP3 = 4;
 
 // Everything an idle connection does not need: allocated when something is queued and
 // freed when everything is written (or dropped), so an idle connection pays only for
-// the DeliveryLanes object itself.
+// the DeliveryLanes object itself. Once kPoolAfter publications are queued at once, the
+// next entries come from a pool of kPoolEntries made with one allocation (a broadcast
+// queues dozens per connection between two writes; a unicast connection rarely more than
+// one), the rest from the heap; the pool is freed with the State, which happens only once
+// no entry is left.
 struct DeliveryLanes::State {
+  static constexpr size_t kPoolEntries = 32;
+  static constexpr size_t kPoolBytes = kPoolEntries * sizeof(PublicationEntry);
+  static_assert(sizeof(PublicationEntry) <= 48, "a queued publication costs 48 bytes");
+  struct FreeEntry {
+    FreeEntry* next;
+  };
+  unsigned char* pool = nullptr;     // kPoolBytes, or null
+  FreeEntry* pool_free = nullptr;    // returned pool entries
+  uint16_t pool_used = 0;            // pool entries handed out at least once (the rest never were)
+  uint32_t heap_entries = 0;         // publication entries on the heap
+  static constexpr uint32_t kPoolAfter = 4;  // heap entries queued at once before the pool is made
   Lane lanes[kLanes];
   Slot* ring = nullptr;              // prepared frames in sequence order; null when none
   size_t droppable_bytes[2] = {};    // unstarted messages of P2, P3
@@ -97,6 +137,7 @@ bool DeliveryLanes::ensure_state() noexcept {
 void DeliveryLanes::free_state_if_idle() noexcept {
   if (s_ == nullptr || queued_bytes_ != 0 || s_->ring_count != 0 || !nothing_waiting()) return;
   delete[] s_->ring;
+  delete[] s_->pool;
   delete s_;
   s_ = nullptr;
 }
@@ -153,8 +194,16 @@ void DeliveryLanes::release(Entry* e) noexcept {
     delete static_cast<ControlEntry*>(e);
   } else {
     auto* p = static_cast<PublicationEntry*>(e);
-    if (p->held != nullptr) p->held->release();
-    delete p;
+    p->~PublicationEntry();
+    auto* raw = reinterpret_cast<unsigned char*>(p);
+    if (s_->pool != nullptr && raw >= s_->pool && raw < s_->pool + State::kPoolBytes) {
+      auto* f = reinterpret_cast<State::FreeEntry*>(raw);
+      f->next = s_->pool_free;
+      s_->pool_free = f;
+    } else {
+      ::operator delete(raw, sizeof(PublicationEntry));
+      --s_->heap_entries;
+    }
   }
 }
 
@@ -284,13 +333,21 @@ EnqueueOutcome DeliveryLanes::enqueue_publication(const PublicationRecord* recor
     }
   }
   if (!ensure_state()) return EnqueueOutcome::kSlowConsumer;
-  auto* e = new (std::nothrow) PublicationEntry;
-  if (e == nullptr) return EnqueueOutcome::kSlowConsumer;
-  e->record = std::move(owned);
-  if (held != nullptr) {
-    held->hold();
-    e->held = held;
+  void* mem = nullptr;
+  if (s_->pool == nullptr && s_->heap_entries >= State::kPoolAfter) {
+    s_->pool = new (std::nothrow) unsigned char[State::kPoolBytes];
   }
+  if (s_->pool_free != nullptr) {
+    mem = s_->pool_free;
+    s_->pool_free = s_->pool_free->next;
+  } else if (s_->pool != nullptr && s_->pool_used < State::kPoolEntries) {
+    mem = s_->pool + sizeof(PublicationEntry) * s_->pool_used++;
+  } else {
+    mem = ::operator new(sizeof(PublicationEntry), std::nothrow);
+    if (mem == nullptr) return EnqueueOutcome::kSlowConsumer;
+    ++s_->heap_entries;
+  }
+  auto* e = new (mem) PublicationEntry(std::move(owned), held);
   e->frames = frames;
   e->end_frame = static_cast<uint32_t>(frames->frame_count());
   e->lane = static_cast<int8_t>(lane);
@@ -325,7 +382,15 @@ DeliveryLanes::Slot& DeliveryLanes::slot(size_t k) const noexcept {
 
 bool DeliveryLanes::reserve_slot() noexcept {
   if (s_->ring_count < s_->ring_cap) return true;
-  const size_t cap = s_->ring_cap == 0 ? kFirstRingCap : size_t{s_->ring_cap} * 2;
+  // The first ring is sized for what is queued (about one frame per 128 bytes, at most a
+  // full batch of kMaxFirstRingCap frames), so a batch of small frames does not grow it
+  // two or three times over.
+  size_t cap = kFirstRingCap;
+  if (s_->ring_cap != 0) {
+    cap = size_t{s_->ring_cap} * 2;
+  } else {
+    while (cap < kMaxFirstRingCap && cap * 128 < queued_bytes_) cap *= 2;
+  }
   if (cap > kMaxRingCap) return false;
   Slot* r = new (std::nothrow) Slot[cap];
   if (r == nullptr) return false;

@@ -72,11 +72,15 @@ struct LaneCounters {
 //
 // Memory: one instance per connection. An empty DeliveryLanes owns no heap memory and
 // sizeof(DeliveryLanes) <= kMaxSize (40 bytes on LP64; checked by a static_assert in
-// the .cc): the queues, the ring and the round robin live in a block of about 150 bytes
-// allocated when something is queued and freed when everything is written. Each queued message costs one node: 48 bytes for a publication (its
-// PublicationPtr and a pointer to the shared frames, whose bytes are never copied), 88
-// for a control frame (its EncodedMessage is moved in, buffers included). Headers of
-// prepared frames live in a ring of 48-byte slots (8 at first, doubling), allocated
+// the .cc): the queues, the ring and the round robin live in a block of about 170 bytes
+// allocated when something is queued and freed when everything is written. Each queued
+// message costs one node: 48 bytes for a publication (its PublicationPtr or a hold of a
+// HeldPublication, and a pointer to the shared frames, whose bytes are never copied), 88
+// for a control frame (its EncodedMessage is moved in, buffers included). Publication
+// nodes come from the heap one by one until 4 are queued at once, then from a pool of 32
+// made with one allocation and freed with the block (a broadcast queues dozens per
+// connection between two writes). Headers of prepared frames live in a ring of 48-byte
+// slots (8 at first, or up to 32 when that much is queued, then doubling), allocated
 // while something is in flight and freed as soon as nothing is.
 //
 // Not thread-safe: used by the connection's event loop thread only. All functions are

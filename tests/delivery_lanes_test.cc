@@ -1200,6 +1200,49 @@ TEST_F(DeliveryLanesTest, EverythingIsFreedAfterConsumedClearAndDestruction) {
   EXPECT_EQ(live_heap(), baseline);
 }
 
+// A broadcast queues dozens of messages per connection between two writes: after the
+// first few, their entries come from one pool allocation, entries freed by writes are
+// reused, past the pool they come from the heap again, and everything goes with the lanes.
+TEST_F(DeliveryLanesTest, QueuedPublicationsShareOnePoolAllocation) {
+  std::vector<PublicationPtr> recs;
+  for (uint64_t i = 1; i <= 120; ++i) recs.push_back(record(i, 1, 100));
+  {
+    // Whatever the decoder allocates once for good is allocated before the baseline.
+    DeliveryLanes warm(&limits_, &counters_);
+    ASSERT_EQ(pub(warm, recs[0]), EnqueueOutcome::kQueued);
+    Bytes wire;
+    drain(warm, wire);
+    ASSERT_EQ(decode_messages(wire).size(), 1u);
+  }
+  const size_t baseline = live_heap();
+  {
+    DeliveryLanes lanes(&limits_, &counters_);
+    const size_t before = allocations();
+    for (size_t i = 0; i < 36; ++i) ASSERT_EQ(pub(lanes, recs[i]), EnqueueOutcome::kQueued);
+    // The lanes' state, four entries on the heap, then one pool for the other 32.
+    EXPECT_EQ(allocations() - before, 6u);
+    // Writes free entries while more are queued (pool entries are reused), then more
+    // than the pool holds are queued at once.
+    Bytes wire;
+    for (int round = 0; round < 3; ++round) {
+      write_once(lanes, wire, 16, [](size_t total) { return total / 2 + 1; });
+    }
+    for (size_t i = 36; i < recs.size(); ++i) ASSERT_EQ(pub(lanes, recs[i]), EnqueueOutcome::kQueued);
+    drain(lanes, wire, 64, [](size_t total) { return total / 3 + 1; });
+    EXPECT_EQ(live_heap(), baseline + wire.capacity());  // the pool went with the last entry
+    const auto got = decode_messages(wire);
+    ASSERT_EQ(got.size(), recs.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].key, i + 1);  // one lane: in order
+      EXPECT_TRUE(got[i].intact);
+    }
+    // Queued again and destroyed unwritten: freed too.
+    for (size_t i = 0; i < 50; ++i) ASSERT_EQ(pub(lanes, recs[i]), EnqueueOutcome::kQueued);
+  }
+  EXPECT_EQ(live_heap(), baseline);
+  for (const auto& r : recs) EXPECT_EQ(r.use_count(), 1);
+}
+
 TEST_F(DeliveryLanesTest, AllocationFailureIsReportedNotFatal) {
   DeliveryLanes lanes(&limits_, &counters_);
   const PublicationPtr r = record(1, 1, 100);
