@@ -37,7 +37,19 @@ uint8_t* BatchWriter::gather(const iovec* iov, size_t n, size_t bytes) {
   return out;
 }
 
-void BatchWriter::add(int fd, const iovec* iov, size_t n, uint64_t tag) {
+bool BatchWriter::open_files(unsigned count) noexcept {
+  if (!ring_ || file_slots_ != 0 || count == 0) return false;
+  if (io_uring_register_files_sparse(ring_.get(), count) < 0) return false;
+  file_slots_ = count;
+  return true;
+}
+
+bool BatchWriter::set_file(unsigned slot, int fd) noexcept {
+  if (!ring_ || slot >= file_slots_) return false;
+  return io_uring_register_files_update(ring_.get(), slot, &fd, 1) == 1;
+}
+
+void BatchWriter::add(int fd, const iovec* iov, size_t n, uint64_t tag, int file_slot) {
   // The kernel pays per piece of a send; small pieces are cheaper to copy here once.
   if (n > 1) {
     size_t bytes = 0;
@@ -46,7 +58,7 @@ void BatchWriter::add(int fd, const iovec* iov, size_t n, uint64_t tag) {
       if (uint8_t* g = gather(iov, n, bytes)) {
         ++gathered_;
         const iovec one{g, bytes};
-        add(fd, &one, 1, tag);
+        add(fd, &one, 1, tag, file_slot);
         return;
       }
     }
@@ -56,6 +68,7 @@ void BatchWriter::add(int fd, const iovec* iov, size_t n, uint64_t tag) {
   s.msg.msg_iovlen = n;
   s.tag = tag;
   s.fd = fd;
+  s.file_slot = file_slot;
   s.result = 0;
   iovs_.insert(iovs_.end(), iov, iov + n);
   sends_.push_back(s);
@@ -75,7 +88,16 @@ int BatchWriter::run(const std::function<void(uint64_t, long)>& done) {
     while (next < sends_.size() && queued < entries_) {
       io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
       if (sqe == nullptr) break;  // the ring is empty at each round's start: cannot happen
-      io_uring_prep_sendmsg(sqe, sends_[next].fd, &sends_[next].msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      Send& s = sends_[next];
+      const int target = s.file_slot >= 0 ? s.file_slot : s.fd;
+      if (s.msg.msg_iovlen == 1) {
+        // One piece (most sends, once gathered): a plain send, without a msghdr to copy in.
+        io_uring_prep_send(sqe, target, s.msg.msg_iov[0].iov_base, s.msg.msg_iov[0].iov_len,
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+      } else {
+        io_uring_prep_sendmsg(sqe, target, &s.msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      }
+      if (s.file_slot >= 0) sqe->flags |= IOSQE_FIXED_FILE;
       io_uring_sqe_set_data64(sqe, next);
       ++next;
       ++queued;
@@ -120,8 +142,9 @@ int BatchWriter::run(const std::function<void(uint64_t, long)>& done) {
 
 void BatchWriter::close() noexcept {
   if (!ring_) return;
-  io_uring_queue_exit(ring_.get());
+  io_uring_queue_exit(ring_.get());  // drops the table's references too
   ring_.reset();
+  file_slots_ = 0;
 }
 
 }  // namespace herald::server

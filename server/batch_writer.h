@@ -46,12 +46,24 @@ class BatchWriter {
   bool open(unsigned entries, std::string* error);
   bool is_open() const noexcept { return ring_ != nullptr; }
 
+  // A table of `count` sockets registered with the ring (fixed files): a send to a socket
+  // in the table skips the kernel's lookup of its descriptor (and the reference taken
+  // and dropped on the file) on every call. False if the kernel refuses (sends then
+  // name descriptors, as without a table). After open().
+  bool open_files(unsigned count) noexcept;
+  unsigned file_slots() const noexcept { return file_slots_; }
+  // Puts `fd` into slot `slot` of the table (-1 empties it). The table holds a reference
+  // to the socket: empty the slot before closing the descriptor, or the socket stays
+  // open. False if refused (the slot is then not to be used).
+  bool set_file(unsigned slot, int fd) noexcept;
+
   // Queues a send of iov[0..n) to `fd`; `tag` comes back with its result. The iovecs are
   // copied; the bytes they point at must stay until run() returns. A send of several
   // pieces and at most kGatherMax bytes is copied into one buffer of the writer instead
   // (the kernel pays per piece; on loopback copying small pieces here once is cheaper),
   // while the run's buffer (kArenaBytes) has room.
-  void add(int fd, const iovec* iov, size_t n, uint64_t tag);
+  // `file_slot`: the slot `fd` was put into with set_file(), or -1.
+  void add(int fd, const iovec* iov, size_t n, uint64_t tag, int file_slot = -1);
   // Sends of at most this many bytes in several pieces are copied into one buffer
   // first (see add()); the buffer holds kArenaBytes per run.
   static constexpr size_t kGatherMax = 16 * 1024;
@@ -74,6 +86,7 @@ class BatchWriter {
     size_t iov_begin;
     uint64_t tag;
     int fd;
+    int file_slot;  // fixed-file slot, or -1
     long result;
   };
   // Copies iov[0..n) into the gather arena; null if it has no room.
@@ -81,6 +94,7 @@ class BatchWriter {
 
   std::unique_ptr<io_uring> ring_;
   unsigned entries_ = 0;
+  unsigned file_slots_ = 0;
   std::vector<Send> sends_;
   std::vector<iovec> iovs_;
   std::unique_ptr<uint8_t[]> arena_;

@@ -70,6 +70,7 @@ Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std:
 
 Connection::~Connection() {
   if (watching_ != 0) loop_->watch_socket(fd_, id_, true, 0);
+  if (fixed_file_) loop_->unregister_file(id_);  // before close(): the table holds the socket
   if (bev_ != nullptr) {
     bufferevent_free(bev_);  // closes the fd (BEV_OPT_CLOSE_ON_FREE)
   } else if (fd_ >= 0) {
@@ -95,6 +96,7 @@ bool Connection::start() {
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
   } else {
     if (!watch(true, false)) return false;
+    if (ws_ == nullptr) fixed_file_ = loop_->register_file(id_, fd_);
   }
   update_timer();
   return true;

@@ -60,6 +60,8 @@ class Connection final : public SessionHost {
   int prepare_batch(iovec* iov, size_t max, size_t& want, bool first_round);
   bool batch_written(long result, size_t want);
   int fd() const noexcept { return fd_; }
+  // Its socket is in the loop's fixed-file table (Loop::register_file).
+  bool fixed_file() const noexcept { return fixed_file_; }
   // The loop's timer heap popped an entry of this connection queued for `entry_ms`.
   void timer_fired(uint64_t entry_ms, uint64_t now_ms);
   // Server-side close paths.
@@ -154,6 +156,7 @@ class Connection final : public SessionHost {
   bool write_blocked_ = false;
   bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
   bool flush_scheduled_ = false;       // listed in the loop's end-of-iteration flush
+  bool fixed_file_ = false;            // see fixed_file()
   std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 

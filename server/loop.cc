@@ -3,6 +3,7 @@
 #include "server/loop.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,6 +79,8 @@ Loop::Loop(size_t index, ServerContext* context)
     std::string error;
     if (!writer_.open(kBatchEntries, &error)) {
       spdlog::get("loop")->warn("loop {}: io_uring refused ({}); writing with writev", index_, error);
+    } else if (!writer_.open_files(fixed_file_slots())) {
+      spdlog::get("loop")->info("loop {}: no fixed-file table; sends name their sockets", index_);
     }
   }
 }
@@ -377,7 +380,8 @@ void Loop::flush_batched(std::vector<ConnectionId>&& flush) {
         c->flush();
         continue;
       }
-      writer_.add(c->fd(), iov, static_cast<size_t>(n), batch_.size());
+      writer_.add(c->fd(), iov, static_cast<size_t>(n), batch_.size(),
+                  c->fixed_file() ? static_cast<int>(connection_slot(id)) : -1);
       batch_.push_back({id, want});
     }
     next.clear();
@@ -477,6 +481,26 @@ void Loop::on_timer(evutil_socket_t, short, void* arg) {
 }
 
 // ---------------------------------------------------------------- registries
+
+unsigned Loop::fixed_file_slots() noexcept {
+  // The kernel refuses a table larger than the open-files limit.
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return 0;
+  return static_cast<unsigned>(std::min<rlim_t>(kFixedFiles, lim.rlim_cur));
+}
+
+bool Loop::register_file(ConnectionId id, int fd) noexcept {
+  return connection_slot(id) < writer_.file_slots() && writer_.set_file(connection_slot(id), fd);
+}
+
+void Loop::unregister_file(ConnectionId id) noexcept {
+  if (!writer_.set_file(connection_slot(id), -1) && writer_.is_open()) {
+    // The table would keep the socket open after close(): stop using the ring.
+    spdlog::get("loop")->error("loop {}: cannot take a socket out of the fixed-file table; writing with writev",
+                               index_);
+    writer_.close();
+  }
+}
 
 bool Loop::watch_socket(int fd, ConnectionId id, bool in_set, uint32_t events) noexcept {
   epoll_event ev{};

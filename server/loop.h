@@ -36,6 +36,7 @@ struct ServerContext;
 // (per loop, wrapping after 2^32 connections), bits 0-23 its slot in the loop's table.
 using ConnectionId = uint64_t;
 inline uint32_t connection_serial(ConnectionId id) noexcept { return static_cast<uint32_t>(id >> 24); }
+inline uint32_t connection_slot(ConnectionId id) noexcept { return static_cast<uint32_t>(id & 0xFFFFFF); }
 
 // Monotonic and wall clocks in the units the sans-IO modules take.
 uint64_t monotonic_ms() noexcept;
@@ -113,6 +114,11 @@ class Loop {
   void pause_reader(Connection* c);
 
   Connection* find(ConnectionId id) const;
+  // Plain-TCP sockets in the batch writer's fixed-file table, at their connection's slot
+  // (see BatchWriter::open_files). register_file: true if `fd` is in the table now; a
+  // registered socket must be unregistered before its descriptor is closed.
+  bool register_file(ConnectionId id, int fd) noexcept;
+  void unregister_file(ConnectionId id) noexcept;
   // Plain-TCP and WebSocket sockets are watched in the loop's own epoll set, which
   // libevent watches as one descriptor: a connection then costs one kernel epoll entry,
   // not a 128-byte libevent event and libevent's per-descriptor entry as well.
@@ -149,6 +155,9 @@ class Loop {
   // Takes the iteration's flush list (its storage becomes the rounds' scratch).
   void flush_batched(std::vector<ConnectionId>&& flush);
   static constexpr unsigned kBatchEntries = 1024;  // submission slots; more sends take rounds
+  // Fixed-file table size: connections in higher slots send by descriptor.
+  static constexpr unsigned kFixedFiles = 32768;
+  static unsigned fixed_file_slots() noexcept;  // kFixedFiles, at most the open-files limit
   void arm_timer();
   void maybe_exit();
 

@@ -174,6 +174,51 @@ TEST(BatchWriter, AGatheredSendCanBePartial) {
   EXPECT_EQ(got, sent);
 }
 
+// Sockets in the fixed-file table are sent to by slot; a slot emptied before close()
+// lets the socket close (the peer reads end of stream); a slot outside the table is refused.
+TEST(BatchWriter, FixedFilesAreSentToBySlotAndReleasedBeforeClose) {
+  BatchWriter w;
+  ASSERT_TRUE(w.open(8, nullptr));
+  ASSERT_TRUE(w.open_files(16));
+  EXPECT_EQ(w.file_slots(), 16u);
+  EXPECT_FALSE(w.open_files(16));  // once
+  Pair a = make_pair();
+  Pair b = make_pair();
+  ASSERT_TRUE(w.set_file(3, a.send_fd));
+  ASSERT_TRUE(w.set_file(9, b.send_fd));
+  EXPECT_FALSE(w.set_file(16, a.send_fd));
+  const std::string one = "by slot, one piece";
+  const std::string head = "by slot, ", tail = "two pieces";
+  iovec iov1{const_cast<char*>(one.data()), one.size()};
+  iovec iov2[2] = {{const_cast<char*>(head.data()), head.size()}, {const_cast<char*>(tail.data()), tail.size()}};
+  // The descriptor given is ignored for a fixed file: -1 proves the slot is used.
+  w.add(-1, &iov1, 1, 1, 3);
+  w.add(-1, iov2, 2, 2, 9);
+  std::vector<long> r;
+  w.run([&](uint64_t, long res) { r.push_back(res); });
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0], static_cast<long>(one.size()));
+  EXPECT_EQ(r[1], static_cast<long>(head.size() + tail.size()));
+  EXPECT_EQ(read_some(a.recv_fd, one.size()), one);
+  EXPECT_EQ(read_some(b.recv_fd, head.size() + tail.size()), head + tail);
+  // Emptied, then closed: the socket really closes.
+  ASSERT_TRUE(w.set_file(3, -1));
+  ::close(a.send_fd);
+  a.send_fd = -1;
+  pollfd pfd{a.recv_fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 2000), 1);
+  char c;
+  EXPECT_EQ(::read(a.recv_fd, &c, 1), 0);  // end of stream
+  // An emptied slot fails its send alone.
+  w.add(-1, &iov1, 1, 1, 3);
+  w.add(-1, &iov1, 1, 2, 9);
+  r.clear();
+  w.run([&](uint64_t, long res) { r.push_back(res); });
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0], -EBADF);
+  EXPECT_EQ(r[1], static_cast<long>(one.size()));
+}
+
 TEST(BatchWriter, MoreSendsThanTheRingHoldsGoInRounds) {
   BatchWriter w;
   ASSERT_TRUE(w.open(4, nullptr));

@@ -849,12 +849,15 @@ TEST_F(HeralddAdmission, ApiPublishesAreRefusedWithRateLimitedWhileTheLoopsAreBe
   Client writer(server_.port("tcp"));
   ASSERT_TRUE(writer.handshake(make_token("writer", {{"publish", true}})));
   std::atomic<bool> flood_done{false};
+  // Bounded in count and time; it runs until an API publish was refused, so a server that
+  // drains its loops quickly does not end the flood before one was.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   std::thread flood([&] {  // keeps the loops busy while the API publishes
     v1::Publish p;
     p.set_channel("chat:api");
     p.set_priority(v1::P3);
     p.set_payload(std::string(100, 'f'));
-    for (int i = 0; i < 20000 && !flood_done; ++i) {
+    for (int i = 0; i < 400000 && !flood_done && std::chrono::steady_clock::now() < deadline; ++i) {
       p.set_request_id(static_cast<uint64_t>(i + 1));
       if (!writer.send(p)) break;
     }
@@ -862,7 +865,7 @@ TEST_F(HeralddAdmission, ApiPublishesAreRefusedWithRateLimitedWhileTheLoopsAreBe
   });
   std::string refused_id;
   nlohmann::json refusal;
-  for (int i = 0; i < 2000 && refused_id.empty() && !flood_done; ++i) {
+  for (int i = 0; i < 20000 && refused_id.empty() && !flood_done; ++i) {
     const std::string id = "api-" + std::to_string(i);
     HttpResponse r = publish(server_, publish_body("chat:api", "from the API", 3, id));
     if (r.status == 429) {
