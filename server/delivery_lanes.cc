@@ -114,6 +114,13 @@ struct DeliveryLanes::State {
   uint16_t ring_count = 0;
   uint16_t ring_cap = 0;             // a power of two (or 0)
   uint8_t rr_lane = 2;               // 0..2 = P1..P3: whose turn it is (2: P1 is next)
+  bool first_entry_used = false;
+  // The first publication entry and the first two prepared frames have room here (after
+  // the fields every call reads): a unicast connection rarely has more queued, and then
+  // costs one allocation, not three.
+  static constexpr uint16_t kSmallRing = 2;
+  alignas(PublicationEntry) unsigned char first_entry[sizeof(PublicationEntry)];
+  Slot small_ring[kSmallRing];
 };
 
 // The bound every connection pays; see the class comment. On LP64: pointers 24, byte
@@ -136,7 +143,7 @@ bool DeliveryLanes::ensure_state() noexcept {
 
 void DeliveryLanes::free_state_if_idle() noexcept {
   if (s_ == nullptr || queued_bytes_ != 0 || s_->ring_count != 0 || !nothing_waiting()) return;
-  delete[] s_->ring;
+  drop_ring();
   delete[] s_->pool;
   delete s_;
   s_ = nullptr;
@@ -195,15 +202,40 @@ void DeliveryLanes::release(Entry* e) noexcept {
   } else {
     auto* p = static_cast<PublicationEntry*>(e);
     p->~PublicationEntry();
-    auto* raw = reinterpret_cast<unsigned char*>(p);
-    if (s_->pool != nullptr && raw >= s_->pool && raw < s_->pool + State::kPoolBytes) {
-      auto* f = reinterpret_cast<State::FreeEntry*>(raw);
-      f->next = s_->pool_free;
-      s_->pool_free = f;
-    } else {
-      ::operator delete(raw, sizeof(PublicationEntry));
-      --s_->heap_entries;
-    }
+    free_publication_entry(p);
+  }
+}
+
+void* DeliveryLanes::alloc_publication_entry() noexcept {
+  State& s = *s_;
+  if (!s.first_entry_used) {
+    s.first_entry_used = true;
+    return s.first_entry;
+  }
+  if (s.pool_free != nullptr) {
+    State::FreeEntry* f = s.pool_free;
+    s.pool_free = f->next;
+    return f;
+  }
+  if (s.pool == nullptr && s.heap_entries >= State::kPoolAfter) s.pool = new (std::nothrow) unsigned char[State::kPoolBytes];
+  if (s.pool != nullptr && s.pool_used < State::kPoolEntries) return s.pool + sizeof(PublicationEntry) * s.pool_used++;
+  void* mem = ::operator new(sizeof(PublicationEntry), std::nothrow);
+  if (mem != nullptr) ++s.heap_entries;
+  return mem;
+}
+
+void DeliveryLanes::free_publication_entry(void* mem) noexcept {
+  State& s = *s_;
+  auto* raw = static_cast<unsigned char*>(mem);
+  if (raw == s.first_entry) {
+    s.first_entry_used = false;
+  } else if (s.pool != nullptr && raw >= s.pool && raw < s.pool + State::kPoolBytes) {
+    auto* f = static_cast<State::FreeEntry*>(mem);
+    f->next = s.pool_free;
+    s.pool_free = f;
+  } else {
+    ::operator delete(mem);
+    --s.heap_entries;
   }
 }
 
@@ -333,20 +365,8 @@ EnqueueOutcome DeliveryLanes::enqueue_publication(const PublicationRecord* recor
     }
   }
   if (!ensure_state()) return EnqueueOutcome::kSlowConsumer;
-  void* mem = nullptr;
-  if (s_->pool == nullptr && s_->heap_entries >= State::kPoolAfter) {
-    s_->pool = new (std::nothrow) unsigned char[State::kPoolBytes];
-  }
-  if (s_->pool_free != nullptr) {
-    mem = s_->pool_free;
-    s_->pool_free = s_->pool_free->next;
-  } else if (s_->pool != nullptr && s_->pool_used < State::kPoolEntries) {
-    mem = s_->pool + sizeof(PublicationEntry) * s_->pool_used++;
-  } else {
-    mem = ::operator new(sizeof(PublicationEntry), std::nothrow);
-    if (mem == nullptr) return EnqueueOutcome::kSlowConsumer;
-    ++s_->heap_entries;
-  }
+  void* mem = alloc_publication_entry();
+  if (mem == nullptr) return EnqueueOutcome::kSlowConsumer;
   auto* e = new (mem) PublicationEntry(std::move(owned), held);
   e->frames = frames;
   e->end_frame = static_cast<uint32_t>(frames->frame_count());
@@ -387,7 +407,12 @@ bool DeliveryLanes::reserve_slot() noexcept {
   // two or three times over.
   size_t cap = kFirstRingCap;
   if (s_->ring_cap != 0) {
-    cap = size_t{s_->ring_cap} * 2;
+    cap = std::max<size_t>(size_t{s_->ring_cap} * 2, kFirstRingCap);
+  } else if (queued_bytes_ <= State::kSmallRing * 128) {
+    s_->ring = s_->small_ring;  // one or two small frames: the State's own room
+    s_->ring_head = 0;
+    s_->ring_cap = State::kSmallRing;
+    return true;
   } else {
     while (cap < kMaxFirstRingCap && cap * 128 < queued_bytes_) cap *= 2;
   }
@@ -395,7 +420,7 @@ bool DeliveryLanes::reserve_slot() noexcept {
   Slot* r = new (std::nothrow) Slot[cap];
   if (r == nullptr) return false;
   for (size_t k = 0; k < s_->ring_count; ++k) r[k] = slot(k);
-  delete[] s_->ring;
+  if (s_->ring != s_->small_ring) delete[] s_->ring;
   s_->ring = r;
   s_->ring_head = 0;
   s_->ring_cap = static_cast<uint16_t>(cap);
@@ -606,12 +631,16 @@ void DeliveryLanes::return_unwritten() noexcept {
   free_ring_if_empty();
 }
 
-void DeliveryLanes::free_ring_if_empty() noexcept {
-  if (s_->ring_count != 0 || s_->ring == nullptr) return;
-  delete[] s_->ring;
+void DeliveryLanes::drop_ring() noexcept {
+  if (s_->ring != s_->small_ring) delete[] s_->ring;
   s_->ring = nullptr;
   s_->ring_cap = 0;
   s_->ring_head = 0;
+}
+
+void DeliveryLanes::free_ring_if_empty() noexcept {
+  if (s_->ring_count != 0 || s_->ring == nullptr) return;
+  drop_ring();
 }
 
 bool DeliveryLanes::soft_limit_exceeded_too_long(uint64_t now_ms) const noexcept {
@@ -712,10 +741,7 @@ void DeliveryLanes::clear() noexcept {
     Entry* e = slot(k).entry;
     if (--e->in_flight == 0) release(e);
   }
-  delete[] s_->ring;
-  s_->ring = nullptr;
-  s_->ring_cap = 0;
-  s_->ring_head = 0;
+  drop_ring();
   s_->ring_count = 0;
   sub_queued(queued_bytes_);
   s_->soft_since_ms = kNever;

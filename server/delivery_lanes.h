@@ -72,16 +72,18 @@ struct LaneCounters {
 //
 // Memory: one instance per connection. An empty DeliveryLanes owns no heap memory and
 // sizeof(DeliveryLanes) <= kMaxSize (40 bytes on LP64; checked by a static_assert in
-// the .cc): the queues, the ring and the round robin live in a block of about 170 bytes
+// the .cc): the queues, the ring and the round robin live in a block of about 320 bytes
 // allocated when something is queued and freed when everything is written. Each queued
 // message costs one node: 48 bytes for a publication (its PublicationPtr or a hold of a
 // HeldPublication, and a pointer to the shared frames, whose bytes are never copied), 88
-// for a control frame (its EncodedMessage is moved in, buffers included). Publication
-// nodes come from the heap one by one until 4 are queued at once, then from a pool of 32
-// made with one allocation and freed with the block (a broadcast queues dozens per
-// connection between two writes). Headers of prepared frames live in a ring of 48-byte
-// slots (8 at first, or up to 32 when that much is queued, then doubling), allocated
-// while something is in flight and freed as soon as nothing is.
+// for a control frame (its EncodedMessage is moved in, buffers included). The first
+// publication node has room in the block itself, the next come from the heap one by one
+// until 4 are, then from a pool of 32 made with one allocation and freed with the block (a
+// broadcast queues dozens per connection between two writes). Headers of prepared frames
+// live in a ring of 48-byte slots: in the block itself for up to two small frames, else
+// allocated (8 at first, or up to 32 when that much is queued, then doubling) while
+// something is in flight and freed as soon as nothing is. A unicast delivery of one small
+// publication therefore allocates once.
 //
 // Not thread-safe: used by the connection's event loop thread only. All functions are
 // noexcept; an allocation failure makes enqueue*() answer kSlowConsumer (the connection
@@ -251,6 +253,10 @@ class DeliveryLanes {
   void discard_unprepared() noexcept;  // discard_queued() without freeing the state
   void return_unwritten() noexcept;    // see the class comment: unwritten frames back to their lanes
   void free_ring_if_empty() noexcept;
+  void drop_ring() noexcept;  // frees the ring (unless it is the State's own room)
+  // Where a publication entry is made and freed (the State's own room, its pool, the heap).
+  void* alloc_publication_entry() noexcept;
+  void free_publication_entry(void* mem) noexcept;
 
   const OutputLimits* limits_;
   LaneCounters* counters_;

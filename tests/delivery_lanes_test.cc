@@ -1256,7 +1256,9 @@ TEST_F(DeliveryLanesTest, AllocationFailureIsReportedNotFatal) {
   EXPECT_EQ(p.frame_count(), 1u);  // left untouched
   EXPECT_TRUE(lanes.empty());
 
-  ASSERT_EQ(pub(lanes, r), EnqueueOutcome::kQueued);
+  // More than the lanes' own room for two small frames: the header ring is allocated.
+  const PublicationPtr big = record(2, 1, 400);
+  ASSERT_EQ(pub(lanes, big), EnqueueOutcome::kQueued);
   iovec iov[4];
   g_fail_allocations = true;
   const size_t n = lanes.prepare(iov, 4);  // the header ring cannot be allocated
@@ -1266,6 +1268,18 @@ TEST_F(DeliveryLanesTest, AllocationFailureIsReportedNotFatal) {
   Bytes wire;
   drain(lanes, wire);
   ASSERT_EQ(decode_messages(wire).size(), 1u);
+
+  // One small publication needs one allocation (the lanes' state), none to be written.
+  const size_t before = allocations();
+  ASSERT_EQ(pub(lanes, r), EnqueueOutcome::kQueued);
+  EXPECT_EQ(allocations() - before, 1u);
+  g_fail_allocations = true;
+  EXPECT_GT(lanes.prepare(iov, 4), 0u);
+  g_fail_allocations = false;
+  lanes.consumed(0, 0);
+  drain(lanes, wire);
+  ASSERT_EQ(decode_messages(wire).size(), 2u);
+  EXPECT_TRUE(lanes.empty());
 }
 
 // ------------------------------------------------------------------ randomized
