@@ -56,7 +56,6 @@ struct DeliveryLanes::PublicationEntry : Entry {
   };
 };
 
-
 // One prepared frame: its header (with its sequence number), how much of it (header
 // then body) was written, and the round robin as it was before the frame was picked,
 // so that a frame given back (return_unwritten) is picked again exactly as before.
@@ -317,19 +316,18 @@ void DeliveryLanes::unlink(int lane, Entry* prev, Entry* e) noexcept {
 
 EnqueueOutcome DeliveryLanes::enqueue(PublicationPtr record, const codec::EncodedMessage* frames, int priority,
                                       uint64_t now_ms, bool collapse) noexcept {
-  const PublicationRecord* r = record.get();
-  return enqueue_publication(r, std::move(record), nullptr, frames, priority, now_ms, collapse);
+  return enqueue_publication(std::move(record), nullptr, frames, priority, now_ms, collapse);
 }
 
 EnqueueOutcome DeliveryLanes::enqueue(HeldPublication* held, const codec::EncodedMessage* frames, int priority,
                                       uint64_t now_ms, bool collapse) noexcept {
-  return enqueue_publication(held != nullptr ? held->get() : nullptr, nullptr, held, frames, priority, now_ms,
-                             collapse);
+  return enqueue_publication(nullptr, held, frames, priority, now_ms, collapse);
 }
 
-EnqueueOutcome DeliveryLanes::enqueue_publication(const PublicationRecord* record, PublicationPtr&& owned,
-                                                  HeldPublication* held, const codec::EncodedMessage* frames,
-                                                  int priority, uint64_t now_ms, bool collapse) noexcept {
+EnqueueOutcome DeliveryLanes::enqueue_publication(PublicationPtr&& owned, HeldPublication* held,
+                                                  const codec::EncodedMessage* frames, int priority, uint64_t now_ms,
+                                                  bool collapse) noexcept {
+  const PublicationRecord* record = held != nullptr ? held->get() : owned.get();
   if (frames == nullptr || frames->frame_count() == 0) return EnqueueOutcome::kQueued;
   if (priority < 0 || priority > 3) priority = 3;
   const int lane = kP0 + priority;
@@ -408,13 +406,15 @@ bool DeliveryLanes::reserve_slot() noexcept {
   size_t cap = kFirstRingCap;
   if (s_->ring_cap != 0) {
     cap = std::max<size_t>(size_t{s_->ring_cap} * 2, kFirstRingCap);
-  } else if (queued_bytes_ <= State::kSmallRing * 128) {
-    s_->ring = s_->small_ring;  // one or two small frames: the State's own room
-    s_->ring_head = 0;
-    s_->ring_cap = State::kSmallRing;
-    return true;
   } else {
-    while (cap < kMaxFirstRingCap && cap * 128 < queued_bytes_) cap *= 2;
+    const size_t frames = (queued_bytes_ + 127) / 128;
+    if (frames <= State::kSmallRing) {
+      s_->ring = s_->small_ring;  // one or two small frames: the State's own room
+      s_->ring_head = 0;
+      s_->ring_cap = State::kSmallRing;
+      return true;
+    }
+    while (cap < kMaxFirstRingCap && cap < frames) cap *= 2;
   }
   if (cap > kMaxRingCap) return false;
   Slot* r = new (std::nothrow) Slot[cap];

@@ -226,8 +226,8 @@ class DeliveryLanes {
 
   struct State;
 
-  // enqueue() of `record`, owned by `owned` or held by `held` (or neither: tests).
-  EnqueueOutcome enqueue_publication(const PublicationRecord* record, PublicationPtr&& owned, HeldPublication* held,
+  // enqueue() of a record held by `held`, or else owned by `owned` (which may be null).
+  EnqueueOutcome enqueue_publication(PublicationPtr&& owned, HeldPublication* held,
                                      const codec::EncodedMessage* frames, int priority, uint64_t now_ms,
                                      bool collapse) noexcept;
   void push_back(int lane, Entry* e) noexcept;

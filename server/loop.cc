@@ -30,8 +30,6 @@ constexpr int kPriorityIo = 0;
 constexpr int kPriorityFlush = 1;
 constexpr int kPrioritySockets = kPriorityFlush;
 constexpr timeval kReportInterval{0, 500'000};  // how often loop counters reach /metrics
-constexpr uint64_t kSlotBits = 24;                 // connection id layout: see ConnectionId
-constexpr uint64_t kSlotMask = (uint64_t{1} << kSlotBits) - 1;
 constexpr timeval kResumeRecheck{0, 1000};  // paused publishers: how often the backlog is checked
 
 }  // namespace
@@ -152,7 +150,7 @@ void Loop::post_connection(int fd, bool tls, const std::string* peer_ip, bool ws
     if (!loop.free_slots_.empty()) {
       slot = loop.free_slots_.back();
       loop.free_slots_.pop_back();
-    } else if (loop.slots_.size() <= kSlotMask) {
+    } else if (loop.slots_.size() <= kConnectionSlotMask) {
       slot = loop.slots_.size();
       loop.slots_.emplace_back();
     } else {
@@ -163,7 +161,7 @@ void Loop::post_connection(int fd, bool tls, const std::string* peer_ip, bool ws
     }
     const uint32_t serial = loop.next_serial_++;
     if (loop.next_serial_ == 0) loop.next_serial_ = 1;  // no id is ever kServed (0)
-    const ConnectionId id = (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{serial} << kSlotBits) | slot;
+    const ConnectionId id = (static_cast<uint64_t>(loop.index_) << 56) | (uint64_t{serial} << kConnectionSlotBits) | slot;
     loop.slots_[slot] = std::make_unique<Connection>(&loop, id, fd, tls, peer_ip, ws);
     Connection* raw = loop.slots_[slot].get();
     ++loop.live_;
@@ -344,8 +342,8 @@ void Loop::flush_and_reap() {
     if (c == nullptr) continue;
     c->release();
     context_->metrics->closed(c->close_reason());
-    slots_[id & kSlotMask].reset();
-    free_slots_.push_back(static_cast<uint32_t>(id & kSlotMask));
+    slots_[connection_slot(id)].reset();
+    free_slots_.push_back(connection_slot(id));
     --live_;
     connection_count_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -543,7 +541,7 @@ void Loop::on_sockets(evutil_socket_t, short, void* arg) {
 }
 
 Connection* Loop::find(ConnectionId id) const {
-  const uint64_t slot = id & kSlotMask;
+  const uint64_t slot = connection_slot(id);
   if (slot >= slots_.size()) return nullptr;
   Connection* c = slots_[slot].get();
   // A slot reused by a newer connection holds another id: the old one is gone.

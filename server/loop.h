@@ -35,8 +35,10 @@ struct ServerContext;
 // A connection's id: bits 56-63 its loop's index, bits 24-55 a serial number
 // (per loop, wrapping after 2^32 connections), bits 0-23 its slot in the loop's table.
 using ConnectionId = uint64_t;
-inline uint32_t connection_serial(ConnectionId id) noexcept { return static_cast<uint32_t>(id >> 24); }
-inline uint32_t connection_slot(ConnectionId id) noexcept { return static_cast<uint32_t>(id & 0xFFFFFF); }
+inline constexpr uint64_t kConnectionSlotBits = 24;
+inline constexpr uint64_t kConnectionSlotMask = (uint64_t{1} << kConnectionSlotBits) - 1;
+inline uint32_t connection_serial(ConnectionId id) noexcept { return static_cast<uint32_t>(id >> kConnectionSlotBits); }
+inline uint32_t connection_slot(ConnectionId id) noexcept { return static_cast<uint32_t>(id & kConnectionSlotMask); }
 
 // Monotonic and wall clocks in the units the sans-IO modules take.
 uint64_t monotonic_ms() noexcept;

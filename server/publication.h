@@ -90,7 +90,6 @@ class HeldPublication {
   // The caller holds the new object once; release() that hold when done.
   static HeldPublication* make(PublicationPtr p) { return new HeldPublication(std::move(p)); }
   const PublicationRecord* get() const noexcept { return ptr_.get(); }
-  const PublicationPtr& ptr() const noexcept { return ptr_; }
   void hold() noexcept { ++holds_; }
   void release() noexcept {
     if (--holds_ == 0) delete this;
