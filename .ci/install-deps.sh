@@ -10,7 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libsqlite3-dev nlohmann-json3-dev libcli11-dev libtoml11-dev libwslay-dev
   clang-14 libclang-rt-14-dev llvm-14
-  python3 python3-crc32c openssl sqlite3 strace iproute2 liburing-dev
+  python3 python3-crc32c openssl sqlite3 strace iproute2 liburing-dev libjemalloc-dev
   sslscan testssl.sh
   chromium python3-websockets slowhttptest
   # Issue 7's benchmark peers (started only by bench/peers/start.sh, on ports it picks, never

@@ -5,6 +5,7 @@ option(HERALD_SANITIZE_THREAD "Build with ThreadSanitizer (CI runs only the clie
 option(HERALD_FUZZ "Link fuzz targets with libFuzzer (needs clang-14 and libclang-rt-14-dev)" OFF)
 option(HERALD_BUILD_TESTS "Build the GoogleTest suite" ON)
 option(HERALD_BUILD_BENCH "Build Google Benchmark programs in bench/" ON)
+option(HERALD_JEMALLOC "Link heraldd with jemalloc (libjemalloc-dev); never in sanitizer or fuzz builds" ON)
 
 set(CMAKE_CXX_STANDARD 20)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
@@ -20,6 +21,11 @@ target_compile_options(herald_warnings INTERFACE -Wall -Wextra -Wshadow -Wnon-vi
                        -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wpedantic)
 if(HERALD_WERROR)
   target_compile_options(herald_warnings INTERFACE -Werror)
+endif()
+
+# The sanitizers replace malloc themselves: heraldd keeps glibc's there.
+if(HERALD_SANITIZE OR HERALD_SANITIZE_THREAD OR HERALD_FUZZ)
+  set(HERALD_JEMALLOC OFF)
 endif()
 
 if(HERALD_SANITIZE OR HERALD_FUZZ)

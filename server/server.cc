@@ -15,6 +15,7 @@
 
 #include "codec/frame_encoder.h"
 #include "codec/message.h"
+#include "server/allocator.h"
 #include "server/connection.h"
 #include "server/tls.h"
 #include "server/ws_handshake.h"
@@ -257,10 +258,10 @@ bool Server::start(std::string& error) {
   events_.push_back(sweep);
   for (auto& loop : loops_) loop->start();
 
-  spdlog::get("server")->info("heraldd listening: tcp={} tls={} ws={}{} api={} loops={}",
+  spdlog::get("server")->info("heraldd listening: tcp={} tls={} ws={}{} api={} loops={} allocator={}",
                               bound_tcp_.empty() ? "off" : bound_tcp_, bound_tls_.empty() ? "off" : bound_tls_,
                               bound_ws_.empty() ? "off" : bound_ws_, config_.ws_tls ? " (wss)" : "",
-                              bound_api_.empty() ? "off" : bound_api_, loops_.size());
+                              bound_api_.empty() ? "off" : bound_api_, loops_.size(), allocator_name());
   if (config_.default_secret()) {
     spdlog::get("server")->warn("auth.jwt_secret is the built-in development secret: set your own before production");
   }
@@ -678,6 +679,7 @@ nlohmann::json Server::server_stats() {
              {"retention_deleted", ds.retention_deleted}};
   }
   return {{"uptime_s", (monotonic_ms() - started_ms_) / 1000},
+          {"allocator", allocator_name()},
           {"store", store},
           {"connections_open", limiter_->total()},
           {"loops", loops},

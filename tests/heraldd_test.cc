@@ -258,6 +258,9 @@ TEST_F(Heraldd, MetricsAndStats) {
   ASSERT_TRUE(s.json().is_object());
   EXPECT_EQ(s.json()["frames"]["out"]["Publication"], 3) << s.body;
   EXPECT_GT(s.json()["frame_bytes"]["out"]["Publication"].get<uint64_t>(), 48u) << s.body;
+  // Release builds run on jemalloc, sanitizer builds on glibc's malloc (the build says which).
+  const std::string allocator = s.json().value("allocator", "");
+  EXPECT_EQ(allocator.substr(0, allocator.find(' ')), HERALD_EXPECTED_ALLOCATOR) << s.body;
   EXPECT_EQ(http(api, "GET", "/v1/stats", "", "wrong-key").status, 401);
 }
 
