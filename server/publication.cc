@@ -2,11 +2,14 @@
 #include "server/publication.h"
 
 #include <chrono>
+#include <mutex>
 
 namespace herald::server {
 
 namespace {
 std::atomic<uint32_t> g_fragment_ref{1};
+// Taken only for a record's first encoding of a variant, chosen by the record's address.
+std::array<std::mutex, 64> g_encode_locks;
 }  // namespace
 
 uint32_t next_fragment_ref() noexcept { return g_fragment_ref.fetch_add(1, std::memory_order_relaxed); }
@@ -37,30 +40,38 @@ size_t PublicationRecord::memory_bytes() const noexcept {
   return sizeof(*this) + body_.capacity() + publication_.SpaceUsedLong();
 }
 
+PublicationRecord::~PublicationRecord() {
+  for (auto& e : encoded_) delete e.load(std::memory_order_relaxed);
+}
+
 const codec::EncodedMessage& PublicationRecord::encoded(WireVariant variant, const SharedEncoding& enc,
                                                         codec::CodecContext& ctx) const {
   const size_t i = variant.index();
-  std::call_once(once_[i], [&] {
-    codec::EncodeOptions o;
-    o.checksum = variant.checksum;
-    o.compress = variant.zstd;
-    o.dictionary_id = variant.zstd ? enc.dictionary_id : 0;
-    o.compress_threshold = enc.compress_threshold;
-    o.max_frame_size = enc.fragment_size;
-    o.max_message_size = SIZE_MAX;  // checked against the receiver when queued
-    o.max_fragments = UINT32_MAX;
-    o.fragment_ref = next_fragment_ref();
-    o.borrow_payload = true;  // body_ lives as long as the record, and never changes
-    std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body_.data()), body_.size());
-    auto m = std::make_unique<codec::EncodedMessage>();
-    codec::Status s = codec::encode_message(codec::FrameType::kPublication, bytes, o, &ctx.compressor, *m);
-    if (!codec::ok(s)) {
-      o.compress = false;  // e.g. an unknown dictionary: send it plain rather than not at all
-      (void)codec::encode_message(codec::FrameType::kPublication, bytes, o, nullptr, *m);
-    }
-    encoded_[i] = std::move(m);
-  });
-  return *encoded_[i];
+  if (const codec::EncodedMessage* e = encoded_[i].load(std::memory_order_acquire)) return *e;
+  // First use of this variant: the record's stripe lock makes a second loop asking at
+  // the same moment wait for this encoding instead of building its own.
+  std::lock_guard lock(g_encode_locks[(reinterpret_cast<uintptr_t>(this) / alignof(PublicationRecord)) %
+                                      g_encode_locks.size()]);
+  if (const codec::EncodedMessage* e = encoded_[i].load(std::memory_order_relaxed)) return *e;
+  codec::EncodeOptions o;
+  o.checksum = variant.checksum;
+  o.compress = variant.zstd;
+  o.dictionary_id = variant.zstd ? enc.dictionary_id : 0;
+  o.compress_threshold = enc.compress_threshold;
+  o.max_frame_size = enc.fragment_size;
+  o.max_message_size = SIZE_MAX;  // checked against the receiver when queued
+  o.max_fragments = UINT32_MAX;
+  o.fragment_ref = next_fragment_ref();
+  o.borrow_payload = true;  // body_ lives as long as the record, and never changes
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(body_.data()), body_.size());
+  auto m = std::make_unique<codec::EncodedMessage>();
+  codec::Status s = codec::encode_message(codec::FrameType::kPublication, bytes, o, &ctx.compressor, *m);
+  if (!codec::ok(s)) {
+    o.compress = false;  // e.g. an unknown dictionary: send it plain rather than not at all
+    (void)codec::encode_message(codec::FrameType::kPublication, bytes, o, nullptr, *m);
+  }
+  encoded_[i].store(m.get(), std::memory_order_release);
+  return *m.release();
 }
 
 }  // namespace herald::server

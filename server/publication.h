@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "codec/frame_encoder.h"
@@ -61,20 +60,27 @@ class PublicationRecord {
   size_t memory_bytes() const noexcept;
 
   // The frames for `variant`, encoded on first use with `ctx` (the calling
-  // loop's CodecContext) and shared afterwards. Thread-safe. Never null; if
-  // compression fails the plain encoding is used for that variant.
+  // loop's CodecContext) and shared afterwards. Thread-safe: two loops asking at once
+  // get the same encoding, built once. Never null; if compression fails the plain
+  // encoding is used for that variant.
   const codec::EncodedMessage& encoded(WireVariant variant, const SharedEncoding& enc,
                                        codec::CodecContext& ctx) const;
+
+  ~PublicationRecord();
+  PublicationRecord(const PublicationRecord&) = delete;
+  PublicationRecord& operator=(const PublicationRecord&) = delete;
 
  private:
   v1::Publication publication_;  // payload cleared: it is in body_
   std::string body_;
   uint64_t accepted_us_ = 0;
-  // One encoding per wire variant, built when a connection first needs it. Most
-  // publications are only ever sent in one variant, and a channel's history may keep
-  // thousands of them, so the unused ones cost a null pointer each.
-  mutable std::array<std::once_flag, 4> once_;
-  mutable std::array<std::unique_ptr<codec::EncodedMessage>, 4> encoded_;
+  // One encoding per wire variant, built when a connection first needs it and owned
+  // here. Most publications are only ever sent in one variant, and a channel's history
+  // may keep thousands of them, so the unused ones cost a null pointer each. Not
+  // std::call_once: glibc's makes a futex system call after every first use, which is
+  // every record's (2.7 % of heraldd's time in W3); the first use takes one of a few
+  // process-wide mutexes instead.
+  mutable std::array<std::atomic<const codec::EncodedMessage*>, 4> encoded_{};
 };
 
 using PublicationPtr = std::shared_ptr<const PublicationRecord>;
