@@ -1,5 +1,5 @@
-// Which memory allocator heraldd runs on. Release builds link jemalloc (docs/operations.md,
-// "Memory"); sanitizer builds keep glibc's malloc, which the sanitizers replace.
+// Which memory allocator heraldd runs on. Normal builds link jemalloc (docs/operations.md,
+// "Memory allocator"); sanitizer builds keep glibc's malloc, which the sanitizers replace.
 #pragma once
 
 #include <string>
