@@ -56,6 +56,9 @@ CloseReason close_reason_for(codec::Status s) {
 
 }  // namespace
 
+static_assert(sizeof(Connection) <= Connection::kMaxSize,
+              "Connection grew past 448 bytes: jemalloc would give every connection a 512-byte block");
+
 Connection::Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std::string* peer_ip, bool ws)
     : loop_(loop),
       id_(id),

@@ -22,6 +22,11 @@ namespace herald::server {
 
 class Connection final : public SessionHost {
  public:
+  // Every connection costs sizeof(Connection) rounded up to jemalloc's size class (heraldd
+  // links jemalloc): at most 448 bytes keeps it in the 448-byte class instead of the
+  // 512-byte one. Checked by a static_assert in connection.cc.
+  static constexpr size_t kMaxSize = 448;
+
   // `ws`: a WebSocket listener's connection (HTTP upgrade first; ws_connection.h).
   // `peer_ip`: the limiter's copy (ConnectionLimiter::add_connection), valid until release().
   Connection(Loop* loop, ConnectionId id, int fd, bool tls, const std::string* peer_ip, bool ws = false);
@@ -130,13 +135,25 @@ class Connection final : public SessionHost {
   Loop* loop_;
   const ConnectionId id_;
   int fd_;
-  const bool tls_;
-  uint8_t watching_ = 0;     // 1 = read, 2 = write in the loop's epoll set; 0 = not in it
   CloseReason close_reason_ = CloseReason::kClientClosed;
   // Publish admission, bits: published P0/P1, published P2/P3 (both since the last
   // check), has ever published (reads are then smaller), reading paused.
   static constexpr uint8_t kPublishedUrgent = 1, kPublishedBulk = 2, kPublisher = 4, kReadPaused = 8;
   uint8_t publish_state_ = 0;
+  // The flags, as bit-fields: with fd_, close_reason_ and publish_state_ they fill one
+  // 8-byte word (see kMaxSize). Bit-fields share a memory location, so two threads must
+  // never write them at once: like every member here, they are read and written on the
+  // connection's loop thread only.
+  const bool tls_ : 1;
+  uint8_t watching_ : 2 = 0;            // 1 = read, 2 = write in the loop's epoll set; 0 = not in it
+  bool user_counted_ : 1 = false;       // session_.user_id() is counted in the limiter and the loop
+  bool closing_ : 1 = false;
+  bool reaped_ : 1 = false;
+  bool released_ : 1 = false;
+  bool write_blocked_ : 1 = false;
+  bool go_away_pending_ : 1 = false;    // shutting down: GoAway once queued output is written
+  bool flush_scheduled_ : 1 = false;    // listed in the loop's end-of-iteration flush
+  bool fixed_file_ : 1 = false;         // see fixed_file()
   const std::string* peer_ip_;  // the limiter's key, uncounted in release()
   bufferevent* bev_ = nullptr;
   Session session_;
@@ -149,14 +166,6 @@ class Connection final : public SessionHost {
   // While closing: when to stop flushing. Before that, while a GoAway is pending (never
   // at the same time): the reconnect delay the GoAway will carry.
   uint64_t close_deadline_ms_ = UINT64_MAX;
-  bool user_counted_ = false;  // session_.user_id() is counted in the limiter and the loop
-  bool closing_ = false;
-  bool reaped_ = false;
-  bool released_ = false;
-  bool write_blocked_ = false;
-  bool go_away_pending_ = false;       // shutting down: GoAway once queued output is written
-  bool flush_scheduled_ = false;       // listed in the loop's end-of-iteration flush
-  bool fixed_file_ = false;            // see fixed_file()
   std::unique_ptr<WsConnection> ws_;  // WebSocket listener only
 };
 

@@ -124,8 +124,11 @@ Status Session::on_bytes(std::span<const uint8_t> bytes, uint64_t now_ms, int64_
   if (stopped()) return fatal_;
   // A token past its grace must not be used for one more command, even if the
   // caller's timer is late.
-  if (state_ == State::kReady && token_close_unix_ms_ != 0 && unix_ms >= token_close_unix_ms_) {
-    return fail(Status::kTokenExpired, "token expired and was not refreshed");
+  if (state_ == State::kReady) {
+    const int64_t close_unix_ms = token_close_unix_ms();
+    if (close_unix_ms != 0 && unix_ms >= close_unix_ms) {
+      return fail(Status::kTokenExpired, "token expired and was not refreshed");
+    }
   }
   while (!bytes.empty()) {
     codec::InboundMessage m;
@@ -556,28 +559,33 @@ WireVariant Session::wire_variant() const noexcept {
 
 // ---- time -----------------------------------------------------------------------------
 
+int64_t Session::token_close_unix_ms() const noexcept {
+  if (claims_.expires_at_s == 0) return 0;
+  const int64_t close_unix_ms = add_sat(seconds_to_ms(claims_.expires_at_s), int64_t{config_->refresh_grace_ms});
+  return close_unix_ms == 0 ? 1 : close_unix_ms;  // 0 means "never"
+}
+
 void Session::set_token_deadline(uint64_t now_ms, int64_t unix_ms) noexcept {
-  if (claims_.expires_at_s == 0) {
-    token_close_unix_ms_ = 0;
+  const int64_t close_unix_ms = token_close_unix_ms();
+  if (close_unix_ms == 0) {
     deadline_ms_ = UINT64_MAX;
     return;
   }
-  token_close_unix_ms_ = add_sat(seconds_to_ms(claims_.expires_at_s), int64_t{config_->refresh_grace_ms});
-  if (token_close_unix_ms_ == 0) token_close_unix_ms_ = 1;  // 0 means "never"
   // Expiry is wall-clock time; the timer runs on the monotonic clock (check_token
   // looks again if the two disagree when it fires).
-  deadline_ms_ = token_close_unix_ms_ <= unix_ms
-                        ? now_ms
-                        : add_sat(now_ms, static_cast<uint64_t>(token_close_unix_ms_) - static_cast<uint64_t>(unix_ms));
+  deadline_ms_ = close_unix_ms <= unix_ms
+                     ? now_ms
+                     : add_sat(now_ms, static_cast<uint64_t>(close_unix_ms) - static_cast<uint64_t>(unix_ms));
 }
 
 Status Session::check_token(uint64_t now_ms, int64_t unix_ms) noexcept {
-  if (token_close_unix_ms_ == 0) return Status::kOk;
-  if (unix_ms >= token_close_unix_ms_) return fail(Status::kTokenExpired, "token expired and was not refreshed");
+  const int64_t close_unix_ms = token_close_unix_ms();
+  if (close_unix_ms == 0) return Status::kOk;
+  if (unix_ms >= close_unix_ms) return fail(Status::kTokenExpired, "token expired and was not refreshed");
   if (now_ms >= deadline_ms_) {
     // The monotonic deadline passed but the wall clock disagrees: look again when the
     // remaining wall-clock time has passed.
-    const uint64_t remaining = static_cast<uint64_t>(token_close_unix_ms_) - static_cast<uint64_t>(unix_ms);
+    const uint64_t remaining = static_cast<uint64_t>(close_unix_ms) - static_cast<uint64_t>(unix_ms);
     deadline_ms_ = add_sat(now_ms, remaining);
   }
   return Status::kOk;
@@ -611,7 +619,7 @@ uint64_t Session::next_deadline_ms() const noexcept {
   uint64_t d = reader_.next_deadline_ms();
   if (state_ != State::kReady) d = std::min(d, deadline_ms_);
   if (welcome_sent_) d = std::min(d, ping_outstanding_ ? pong_deadline_ms_ : next_ping_ms_);
-  if (state_ == State::kReady && token_close_unix_ms_ != 0) d = std::min(d, deadline_ms_);
+  if (state_ == State::kReady && token_close_unix_ms() != 0) d = std::min(d, deadline_ms_);
   return d;
 }
 

@@ -226,6 +226,11 @@ class Session {
   Subscription* find(std::string_view channel) noexcept;
   void set_token_deadline(uint64_t now_ms, int64_t unix_ms) noexcept;
   codec::Status check_token(uint64_t now_ms, int64_t unix_ms) noexcept;
+  // Wall-clock time at which the current token stops being accepted: its exp +
+  // refresh_grace_ms; 0 = never (a token without exp). Computed from claims_ and the
+  // config each time rather than stored: it is only read while READY, and every change
+  // of claims_ then (Refresh) is followed at once by set_token_deadline.
+  int64_t token_close_unix_ms() const noexcept;
 
   // Encodes and queues one control frame; false if it could not be encoded.
   bool send(const google::protobuf::Message& message, codec::FrameType type) noexcept;
@@ -252,14 +257,19 @@ class Session {
   uint64_t deadline_ms_;
   uint64_t next_ping_ms_ = UINT64_MAX;    // after Welcome
   uint64_t pong_deadline_ms_ = UINT64_MAX;  // while a Ping is outstanding
-  uint64_t ping_nonce_ = 0;               // nonce of the last Ping sent
-  int64_t token_close_unix_ms_ = 0;       // exp + grace (wall clock); 0 = the token never expires
 
+  // The last 8 bytes, packed: every session is part of a connection's memory (see
+  // Connection::kMaxSize). Loop thread only, so the bit-fields are never written by two
+  // threads at once.
   State state_ = State::kAwaitHello;
+  bool welcome_sent_ : 1 = false;
+  bool authenticated_ : 1 = false;
+  bool ping_outstanding_ : 1 = false;
   codec::Status fatal_ = codec::Status::kOk;
-  bool welcome_sent_ = false;
-  bool authenticated_ = false;
-  bool ping_outstanding_ = false;
+  // Nonce of the last Ping sent: 1, 2, 3, ... A Pong must carry exactly this value (the
+  // 64-bit wire value is compared, so one 2^32 higher does not match). 32 bits wrap only
+  // after 2^32 Pings, more than 600 years at the shortest heartbeat (5 s).
+  uint32_t ping_nonce_ = 0;
 };
 
 }  // namespace herald::server

@@ -1086,6 +1086,30 @@ TEST_F(SessionTest, HeartbeatScheduleAndPongTimeout) {
   expect_fatal(session->on_timer(now, unix_ms), Status::kHeartbeatTimeout);
 }
 
+TEST_F(SessionTest, PingNoncesCountFromOneAndOnlyTheExactValueAnswers) {
+  // The server's Pings carry 1, 2, 3, ... (kept in 32 bits to save a connection 8 bytes).
+  v1::Hello h;
+  h.set_heartbeat_ms(5'000);
+  handshake(claims_for("alice"), h);
+  for (uint64_t expected = 1; expected <= 3; ++expected) {
+    now += 5'000;
+    ASSERT_EQ(session->on_timer(now, unix_ms), Status::kOk);
+    auto out = take();
+    ASSERT_EQ(out.size(), 1u);
+    ASSERT_EQ(out[0].type, FrameType::kPing);
+    ASSERT_EQ(out[0].as<v1::Ping>().nonce(), expected);
+    const uint64_t pong_deadline = session->next_deadline_ms();
+    // The same low 32 bits in a larger 64-bit value is another nonce: ignored.
+    v1::Pong pong;
+    pong.set_nonce(expected + (uint64_t{1} << 32));
+    ASSERT_EQ(feed(pong), Status::kOk);
+    EXPECT_EQ(session->next_deadline_ms(), pong_deadline);
+    pong.set_nonce(expected);
+    ASSERT_EQ(feed(pong), Status::kOk);
+    EXPECT_EQ(session->next_deadline_ms(), now + 5'000);  // answered: the next Ping's time
+  }
+}
+
 TEST_F(SessionTest, HeartbeatStartsAtWelcome) {
   v1::Hello h;
   h.set_heartbeat_ms(5'000);
