@@ -470,6 +470,31 @@ void ChannelHub::sweep(int64_t now_unix_ms, uint64_t now_ms) {
   }
 }
 
+size_t ChannelHub::trim_history(size_t limit_bytes) {
+  if (limit_bytes == 0 || history_.memory_bytes() <= limit_bytes) return 0;
+  const size_t target = limit_bytes - limit_bytes / 10;
+  size_t dropped = 0;
+  std::vector<std::string> names;
+  // collect_oldest() estimates the cutoff; each pass starts from what is kept
+  // then, so a short estimate is corrected by the next. Bounded: the last pass
+  // of a run that keeps falling short trims less than asked, never loops.
+  constexpr int kMaxPasses = 8;
+  for (int pass = 0; pass < kMaxPasses; ++pass) {
+    const size_t used = history_.memory_bytes();
+    if (used <= target) break;
+    names.clear();
+    int64_t cutoff_ms = 0;
+    history_.collect_oldest(used - target, names, cutoff_ms);
+    if (names.empty()) break;
+    for (const std::string& name : names) {
+      Shard& shard = shard_for(name);
+      std::lock_guard lock(shard.mu);
+      dropped += history_.trim_through(name, cutoff_ms);
+    }
+  }
+  return dropped;
+}
+
 ChannelHub::Stats ChannelHub::stats() const {
   Stats st;
   for (size_t i = 0; i < kShards; ++i) {

@@ -179,6 +179,16 @@ class ChannelHub {
   // History::collect_idle.
   void sweep(int64_t now_unix_ms, uint64_t now_ms);
 
+  // Keeps the live History's memory (History::memory_bytes) within `limit_bytes`:
+  // once above it, drops the oldest kept publications of all live channels
+  // together until it is at most 90 % of the limit, so that a steady stream is
+  // trimmed once per tenth of the limit rather than at every publish. Offsets and
+  // epochs do not change; a client resuming from before what is still kept gets
+  // recovered=false, as after a TTL. Returns how many publications it dropped.
+  // 0 = no limit. Call from a timer; costs one read of a few counters while under
+  // the limit, and a scan of the History's channels per trimming pass.
+  size_t trim_history(size_t limit_bytes);
+
   struct Stats {
     size_t channels = 0;       // channels with subscribers, dedup entries or counted user connections
     size_t dedup_entries = 0;  // message ids remembered

@@ -123,6 +123,9 @@ const Setting kSettings[] = {
      "new connections per second on the public listeners (kRateLimited above it); 0 = no limit"},
     {"limits", "accept_burst", &Config::accept_burst, "N",
      "connections accepted at once above accept_rate; at least 1"},
+    {"limits", "history_memory_bytes", &Config::history_memory_bytes, "BYTES",
+     "memory the live channels' histories may hold, all together; above it the oldest kept publications "
+     "go first; 0 = no limit"},
     {"delivery", "soft_limit_bytes", &Config::soft_limit_bytes, "BYTES",
      "output queued for a slow client above which P3, then P2, are shed after soft_limit_ms; "
      "at most hard_limit_bytes"},

@@ -65,6 +65,7 @@ struct Config {
   size_t api_threads = 1;  // event loop threads serving the HTTP API (the main loop is one)
   uint32_t accept_rate = 10000;   // new connections per second on the public listeners; 0 = no limit
   uint32_t accept_burst = 20000;  // connections accepted at once above the rate
+  size_t history_memory_bytes = 1073741824;  // live channels' kept publications, all together; 0 = no limit
   // [delivery]
   size_t soft_limit_bytes = 262144;
   uint32_t soft_limit_ms = 10000;

@@ -103,6 +103,28 @@ class History {
     return false;
   }
 
+  // ---- memory (histories kept in process memory) ----
+  // The bytes the kept publications hold, as PublicationRecord::memory_bytes()
+  // counts them. Any thread, no lock.
+  virtual size_t memory_bytes() const { return 0; }
+  // To free about `bytes` of the oldest kept publications, all channels together:
+  // sets `cutoff_ms` (Unix ms) and appends to `out` the channels that keep something
+  // appended at or before it. An estimate, made without any hub lock: the caller
+  // trims those channels and asks again if memory_bytes() is still too high.
+  virtual void collect_oldest(size_t bytes, std::vector<std::string>& out, int64_t& cutoff_ms) {
+    (void)bytes;
+    (void)out;
+    (void)cutoff_ms;
+  }
+  // Under the channel's hub lock: drops the channel's kept publications appended
+  // at or before `cutoff_ms` (from the oldest end, so what stays is still a gapless
+  // run ending at the latest; offsets and epoch do not change). Returns how many.
+  virtual size_t trim_through(std::string_view channel, int64_t cutoff_ms) {
+    (void)channel;
+    (void)cutoff_ms;
+    return 0;
+  }
+
   // ---- deferred (durable) histories ----
   // True when append() only reserves the offset: the publication becomes visible
   // (position, read_since) later, when the implementation's commit hook runs and

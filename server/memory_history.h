@@ -35,6 +35,12 @@ namespace herald::server {
 // their next publication starts a new epoch at offset 1. The grace keeps the
 // offsets of channels that keep no history (history_size 0) counting up for a
 // while instead of restarting at every sweep.
+//
+// Memory: every kept publication is counted at PublicationRecord::memory_bytes(),
+// per channel and in total (memory_bytes()). The process-wide limit
+// (limits.history_memory_bytes) is enforced by ChannelHub::trim_history():
+// collect_oldest() picks the channels and the cutoff time, trim_through() drops
+// what each kept from at or before it, oldest first across all channels.
 class MemoryHistory final : public History {
  public:
   explicit MemoryHistory(int64_t idle_grace_ms = 60'000);
@@ -53,10 +59,14 @@ class MemoryHistory final : public History {
   ChannelPosition position(std::string_view channel) override;
   void collect_idle(int64_t now_unix_ms, std::vector<std::string>& out) override;
   bool drop_if_idle(std::string_view channel, int64_t now_unix_ms) override;
+  size_t memory_bytes() const override;
+  void collect_oldest(size_t bytes, std::vector<std::string>& out, int64_t& cutoff_ms) override;
+  size_t trim_through(std::string_view channel, int64_t cutoff_ms) override;
 
   struct Stats {
     size_t channels = 0;      // channels with state (an epoch)
     size_t publications = 0;  // publications kept, all channels
+    size_t bytes = 0;         // what they hold, as memory_bytes()
   };
   // A snapshot; safe from any thread.
   Stats stats() const;
@@ -72,7 +82,6 @@ class MemoryHistory final : public History {
 
   int64_t idle_grace_ms_;
   std::unique_ptr<Shard[]> shards_;
-  std::atomic<size_t> publications_{0};
 };
 
 }  // namespace herald::server

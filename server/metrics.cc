@@ -126,6 +126,9 @@ MetricsSnapshot Metrics::snapshot() const {
   for (size_t i = 0; i < s.auth_failures.size(); ++i) s.auth_failures[i] = auth_failures_[i].load(relaxed);
   s.subscriptions_current = subscriptions_current_.load(relaxed);
   s.queued_bytes = queued_bytes_.load(relaxed);
+  s.history_bytes = history_bytes_.load(relaxed);
+  s.history_publications = history_publications_.load(relaxed);
+  s.history_trimmed = history_trimmed_.load(relaxed);
   for (size_t r = 0; r < s.api_requests.size(); ++r)
     for (size_t c = 0; c < kStatusClasses; ++c) s.api_requests[r][c] = api_requests_[r][c].load(relaxed);
   s.latency = latency_.read();
@@ -322,6 +325,15 @@ std::string Metrics::prometheus_text() const {
   w.sample_signed("herald_subscriptions_current", s.subscriptions_current);
   w.family("herald_queued_bytes", "gauge", "Bytes queued for writing to client sockets now.");
   w.sample_signed("herald_queued_bytes", s.queued_bytes);
+  w.family("herald_history_bytes", "gauge",
+           "Memory held by the publications live channels keep for resume (limits.history_memory_bytes).");
+  w.sample("herald_history_bytes", {}, s.history_bytes);
+  w.family("herald_history_publications", "gauge", "Publications live channels keep for resume.");
+  w.sample("herald_history_publications", {}, s.history_publications);
+  w.family("herald_history_trimmed_total", "counter",
+           "Kept publications dropped, oldest first, because the live histories were above "
+           "limits.history_memory_bytes.");
+  w.sample("herald_history_trimmed_total", {}, s.history_trimmed);
 
   w.family("herald_api_requests_total", "counter", "HTTP API requests answered, by route and status class.");
   for (size_t r = 0; r < s.api_requests.size(); ++r)
@@ -386,6 +398,7 @@ nlohmann::json Metrics::stats_json() const {
       {"auth_failures", by(s.auth_failures, [](size_t i) { return to_string(static_cast<AuthFailure>(i)); })},
       {"subscriptions_current", s.subscriptions_current},
       {"queued_bytes", s.queued_bytes},
+      {"history", {{"bytes", s.history_bytes}, {"publications", s.history_publications}, {"trimmed", s.history_trimmed}}},
       {"api_requests", std::move(api)},
       {"delivery_latency_us", histogram_json(s.latency)},
       {"p0_delivery_latency_us", histogram_json(s.p0_latency)},

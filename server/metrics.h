@@ -128,6 +128,9 @@ struct MetricsSnapshot {
   std::array<uint64_t, static_cast<size_t>(AuthFailure::kCount)> auth_failures{};
   int64_t subscriptions_current = 0;
   int64_t queued_bytes = 0;
+  uint64_t history_bytes = 0;         // live channels' kept publications (MemoryHistory::memory_bytes)
+  uint64_t history_publications = 0;  // how many they are
+  uint64_t history_trimmed = 0;       // dropped for limits.history_memory_bytes
   std::array<std::array<uint64_t, kStatusClasses>, static_cast<size_t>(ApiRoute::kCount)> api_requests{};
   LatencyCounts latency;         // observe_delivery_latency_us
   LatencyCounts p0_latency;      // add_p0_latency
@@ -158,6 +161,7 @@ struct MetricsSnapshot {
 //   add_p0_latency: the event loop, from what its connections timed when a P0
 //     publication's last byte was written to their sockets (Loop::report_counters).
 //   auth_failure: the connection (from the session's fatal status). subscriptions: the session.
+//   set_history / history_trimmed: the server's history timer (ChannelHub::trim_history).
 //   api_request: HttpApi.
 class Metrics {
  public:
@@ -220,6 +224,13 @@ class Metrics {
   void subscriptions_add(int64_t delta) noexcept { subscriptions_current_.fetch_add(delta, std::memory_order_relaxed); }
   void queued_bytes_add(uint64_t n) noexcept { queued_bytes_.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed); }
   void queued_bytes_sub(uint64_t n) noexcept { queued_bytes_.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed); }
+  // What the live channels' histories keep now (read from MemoryHistory by a timer).
+  void set_history(uint64_t bytes, uint64_t publications) noexcept {
+    history_bytes_.store(bytes, std::memory_order_relaxed);
+    history_publications_.store(publications, std::memory_order_relaxed);
+  }
+  // Kept publications dropped because the histories were above limits.history_memory_bytes.
+  void history_trimmed(uint64_t n) noexcept { add(history_trimmed_, n); }
 
   // --- HTTP API: one per answered request. Statuses outside 100..599 count as 5xx.
   void api_request(ApiRoute r, int http_status) noexcept;
@@ -275,6 +286,9 @@ class Metrics {
   std::array<std::atomic<uint64_t>, kPriorityCount> collapsed_{};
   std::array<std::atomic<uint64_t>, static_cast<size_t>(AuthFailure::kCount)> auth_failures_{};
   std::atomic<int64_t> subscriptions_current_{0};
+  std::atomic<uint64_t> history_bytes_{0};
+  std::atomic<uint64_t> history_publications_{0};
+  std::atomic<uint64_t> history_trimmed_{0};
   std::array<std::array<std::atomic<uint64_t>, kStatusClasses>, static_cast<size_t>(ApiRoute::kCount)> api_requests_{};
 };
 

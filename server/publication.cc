@@ -35,9 +35,20 @@ int64_t PublicationRecord::expires_at_ms() const noexcept {
 }
 
 size_t PublicationRecord::memory_bytes() const noexcept {
-  // The lazily built encodings are not counted: reading them here would race
-  // with a loop building one.
-  return sizeof(*this) + body_.capacity() + publication_.SpaceUsedLong();
+  // A set string field of the protobuf is a std::string of its own on the heap,
+  // with its characters in a second block once they do not fit inside it.
+  const auto field = [](const std::string& s) -> size_t {
+    if (s.empty()) return 0;
+    return sizeof(std::string) + (s.capacity() > 15 ? s.capacity() + 1 : 0);
+  };
+  const v1::Publication& p = publication_;
+  constexpr size_t kSharedBlock = 16;  // make_shared's reference counts
+  // One encoding: the plain one, one frame, points at the body instead of copying
+  // it, so it is the EncodedMessage alone. A compressed or checksummed variant
+  // holds its own frames as well, and is not counted.
+  const size_t encoding = sizeof(codec::EncodedMessage);
+  return sizeof(*this) + kSharedBlock + field(p.channel()) + field(p.epoch()) + field(p.message_id()) +
+         field(p.type()) + field(p.collapse_key()) + field(p.content_type()) + body_.capacity() + encoding;
 }
 
 PublicationRecord::~PublicationRecord() {

@@ -56,7 +56,11 @@ class PublicationRecord {
   uint64_t accepted_us() const noexcept { return accepted_us_; }
   // Serialized herald.v1.Publication (the uncompressed message body).
   const std::string& body() const noexcept { return body_; }
-  // Bytes of the record and its body (for history memory accounting).
+  // What a history counts for keeping this record: the record and its shared
+  // pointer's block, its fields, its body and the plain wire encoding (built at the
+  // first delivery, counted from the start; a compressed or checksummed encoding is
+  // not counted). An estimate from fixed sizes: the same for the record's whole
+  // life, so what a history adds and later takes away agree.
   size_t memory_bytes() const noexcept;
 
   // The frames for `variant`, encoded on first use with `ctx` (the calling

@@ -24,6 +24,8 @@ namespace herald::server {
 namespace {
 
 constexpr uint32_t kSweepMs = 1000;
+// How often the live histories' memory is checked against limits.history_memory_bytes.
+constexpr uint32_t kHistoryCheckMs = 100;
 constexpr uint32_t kStopCheckMs = 20;
 
 std::string address_of(const sockaddr* sa) {
@@ -256,6 +258,10 @@ bool Server::start(std::string& error) {
   timeval tv{kSweepMs / 1000, 0};
   event_add(sweep, &tv);
   events_.push_back(sweep);
+  event* history_check = event_new(base_, -1, EV_PERSIST, on_history_check, this);
+  timeval htv{0, kHistoryCheckMs * 1000};
+  event_add(history_check, &htv);
+  events_.push_back(history_check);
   for (auto& loop : loops_) loop->start();
 
   spdlog::get("server")->info("heraldd listening: tcp={} tls={} ws={}{} api={} loops={} allocator={}",
@@ -430,6 +436,25 @@ void Server::on_main_wakeup(evutil_socket_t, short, void* arg) {
 void Server::on_sweep(evutil_socket_t, short, void* arg) {
   auto* s = static_cast<Server*>(arg);
   s->hub_->sweep(unix_ms(), monotonic_ms());
+}
+
+void Server::on_history_check(evutil_socket_t, short, void* arg) {
+  auto* s = static_cast<Server*>(arg);
+  const size_t trimmed = s->hub_->trim_history(s->config_.history_memory_bytes);
+  if (trimmed > 0) {
+    s->metrics_.history_trimmed(trimmed);
+    if (!s->history_trim_logged_) {
+      s->history_trim_logged_ = true;
+      spdlog::get("hub")->info(
+          "live channel histories reached limits.history_memory_bytes ({} bytes): the oldest kept publications "
+          "are dropped from now on (herald_history_trimmed_total counts them)",
+          s->config_.history_memory_bytes);
+    }
+    spdlog::get("hub")->debug("history above {} bytes: dropped the {} oldest kept publications",
+                              s->config_.history_memory_bytes, trimmed);
+  }
+  const MemoryHistory::Stats hs = s->history_->stats();
+  s->metrics_.set_history(hs.bytes, hs.publications);
 }
 
 // ---------------------------------------------------------------- shutdown
@@ -678,6 +703,7 @@ nlohmann::json Server::server_stats() {
              {"last_commit_us", ds.last_commit_us}, {"max_batch", ds.max_batch},
              {"retention_deleted", ds.retention_deleted}};
   }
+  const MemoryHistory::Stats mh = history_->stats();
   return {{"uptime_s", (monotonic_ms() - started_ms_) / 1000},
           {"allocator", allocator_name()},
           {"store", store},
@@ -688,7 +714,12 @@ nlohmann::json Server::server_stats() {
             {"dedup_entries", hs.dedup_entries},
             {"publishes", hs.publishes},
             {"dedup_hits", hs.dedup_hits},
-            {"dedup_evictions", hs.dedup_evictions}}}};
+            {"dedup_evictions", hs.dedup_evictions}}},
+          {"history",
+           {{"channels", mh.channels},
+            {"publications", mh.publications},
+            {"bytes", mh.bytes},
+            {"limit_bytes", config_.history_memory_bytes}}}};
 }
 
 // ---------------------------------------------------------------- ConnectionLimiter

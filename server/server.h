@@ -61,6 +61,7 @@ class Server final : public ApiBackend, public DeliverySink {
   static void on_signal(evutil_socket_t sig, short, void* arg);
   static void on_main_wakeup(evutil_socket_t, short, void* arg);
   static void on_sweep(evutil_socket_t, short, void* arg);
+  static void on_history_check(evutil_socket_t, short, void* arg);
   static void on_stop_check(evutil_socket_t, short, void* arg);
   void post_main(std::function<void()> fn);
   bool listen(const std::string& setting, const std::string& address, evconnlistener*& out, std::string& bound,
@@ -99,6 +100,7 @@ class Server final : public ApiBackend, public DeliverySink {
   std::atomic<bool> shutting_down_{false};  // written by the main loop, read by API threads
   uint64_t shutdown_deadline_ms_ = 0;
   uint64_t started_ms_ = 0;
+  bool history_trim_logged_ = false;  // the first trim for limits.history_memory_bytes is logged at info
   std::atomic<bool> shutdown_requested_{false};
 };
 

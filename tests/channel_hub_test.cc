@@ -566,6 +566,187 @@ TEST_F(ChannelHubTest, AChannelTheHistoryForgotIsLookedUpAgainNotReused) {
   EXPECT_EQ(h0.stats().publications, 3u);
 }
 
+// ---- the live histories' memory limit (ChannelHub::trim_history)
+
+// Every kept publication of `channel` (its epoch's kept run), found by resuming from
+// the lowest offset the history still recovers.
+std::vector<PublicationPtr> kept_of(MemoryHistory& h, const std::string& channel, int64_t now) {
+  const ChannelPosition pos = h.position(channel);
+  std::vector<PublicationPtr> out;
+  for (uint64_t from = 0; from <= pos.offset; ++from) {
+    out.clear();
+    if (h.read_since(channel, from == 0 ? "" : pos.epoch, from, now, out)) return out;
+  }
+  return {};
+}
+
+size_t bytes_of(const std::vector<PublicationPtr>& v) {
+  size_t sum = 0;
+  for (const auto& p : v) sum += p->memory_bytes();
+  return sum;
+}
+
+TEST_F(ChannelHubTest, HistoryCountsWhatItKeepsAndUncountsWhatGoes) {
+  MemoryHistory h(/*idle_grace_ms=*/0);
+  ChannelHub g(1, h, sink, [](std::string_view c) { return c == "a" ? ChannelOptions{3, 10} : ChannelOptions{5, 0}; },
+               kWindow);
+  EXPECT_EQ(h.memory_bytes(), 0u);
+  for (int i = 0; i < 5; ++i) g.publish(draft("a", "", std::string(100 + i, 'x')), 1000, 0);  // 3 kept
+  for (int i = 0; i < 4; ++i) g.publish(draft("b", "", std::string(2000, 'y')), 1000, 0);    // all 4 kept
+  const size_t a = bytes_of(kept_of(h, "a", 1000)), b = bytes_of(kept_of(h, "b", 1000));
+  EXPECT_EQ(kept_of(h, "a", 1000).size(), 3u);
+  EXPECT_GT(b, 4u * 2000);  // the bodies, at least
+  EXPECT_EQ(h.memory_bytes(), a + b);
+  EXPECT_EQ(h.stats().bytes, a + b);
+  EXPECT_EQ(h.stats().publications, 7u);
+  // "a" expires after 10 s; reading it then drops and uncounts all three.
+  EXPECT_TRUE(kept_of(h, "a", 11'000).empty());
+  EXPECT_EQ(h.memory_bytes(), b);
+  g.sweep(11'000, 0);  // "a" is forgotten; "b" (no TTL) stays
+  EXPECT_EQ(h.stats().channels, 1u);
+  EXPECT_EQ(h.memory_bytes(), b);
+  EXPECT_EQ(h.stats().publications, 4u);
+}
+
+TEST_F(ChannelHubTest, TrimHistoryDropsTheOldestFirstAcrossChannels) {
+  MemoryHistory h(/*idle_grace_ms=*/0);
+  ChannelHub g(1, h, sink, [](std::string_view) { return ChannelOptions{100, 0}; }, kWindow);
+  const std::string body(500, 'z');
+  std::string old_epoch;
+  for (int i = 0; i < 10; ++i) old_epoch = g.publish(draft("old", "", body), 1000 + i, 0).epoch;
+  for (int i = 0; i < 10; ++i) g.publish(draft("new", "", body), 5000 + i, 0);
+  ASSERT_EQ(g.subscribe(0, "old", false, "", 0, 5010, replay).status, Status::kOk);  // trimmed while subscribed
+  const size_t one = kept_of(h, "new", 5010).front()->memory_bytes();
+  EXPECT_EQ(h.memory_bytes(), 20 * one);
+
+  // Under the limit, or without one: nothing goes.
+  EXPECT_EQ(g.trim_history(0), 0u);
+  EXPECT_EQ(g.trim_history(20 * one), 0u);
+  EXPECT_EQ(h.memory_bytes(), 20 * one);
+
+  // A limit of 15: trimmed to 90 % of it (13.5), from the oldest, so "old" loses its
+  // first 7 and "new" keeps everything.
+  const size_t limit = 15 * one;
+  const size_t dropped = g.trim_history(limit);
+  EXPECT_EQ(dropped, 7u);
+  EXPECT_LE(h.memory_bytes(), limit - limit / 10);
+  EXPECT_EQ(offsets_of(kept_of(h, "new", 5010)), (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(offsets_of(kept_of(h, "old", 5010)), (std::vector<uint64_t>{8, 9, 10}));
+  EXPECT_EQ(h.memory_bytes(), 13 * one);
+  EXPECT_EQ(h.stats().publications, 13u);
+
+  // Offsets and epoch are untouched: a resume from before what is kept is refused,
+  // a resume from within it still recovers, and the next offset follows on.
+  EXPECT_FALSE(g.subscribe(0, "old", true, old_epoch, 3, 5010, replay).recovered);
+  const SubscribeOutcome in = g.subscribe(0, "old", true, old_epoch, 7, 5010, replay);
+  EXPECT_TRUE(in.recovered);
+  EXPECT_EQ(offsets_of(replay), (std::vector<uint64_t>{8, 9, 10}));
+  const PublishOutcome next = g.publish(draft("old", "", body), 6000, 0);
+  EXPECT_EQ(next.offset, 11u);
+  EXPECT_EQ(next.epoch, old_epoch);
+  EXPECT_EQ(h.memory_bytes(), 14 * one);
+}
+
+TEST_F(ChannelHubTest, TrimHistoryEmptiesChannelsWhenEverythingIsOld) {
+  MemoryHistory h(/*idle_grace_ms=*/0);
+  ChannelHub g(1, h, sink, [](std::string_view) { return ChannelOptions{1000, 0}; }, kWindow);
+  // 50 channels, appended to in turn over time: the limit leaves room for 10 % of it.
+  for (int t = 0; t < 20; ++t) {
+    for (int c = 0; c < 50; ++c) g.publish(draft("c" + std::to_string(c), "", std::string(200, 'q')), t * 1000 + c, 0);
+  }
+  const size_t before = h.memory_bytes();
+  const size_t limit = before / 10;
+  EXPECT_GT(g.trim_history(limit), 0u);
+  EXPECT_LE(h.memory_bytes(), limit - limit / 10);
+  EXPECT_GT(h.memory_bytes(), 0u);
+  // What is left is the newest: every kept publication was appended after every dropped one.
+  // Publication `o` of channel `c` was appended at (o - 1) * 1000 + c.
+  size_t kept = 0;
+  int64_t newest_dropped = -1, oldest_kept = INT64_MAX;
+  for (int c = 0; c < 50; ++c) {
+    const auto k = kept_of(h, "c" + std::to_string(c), 0);
+    kept += k.size();
+    const uint64_t first = k.empty() ? 21 : k.front()->offset();
+    if (!k.empty()) {
+      EXPECT_EQ(k.back()->offset(), 20u);  // a channel keeps a run ending at its latest
+      oldest_kept = std::min<int64_t>(oldest_kept, static_cast<int64_t>(first - 1) * 1000 + c);
+    }
+    if (first > 1) newest_dropped = std::max<int64_t>(newest_dropped, static_cast<int64_t>(first - 2) * 1000 + c);
+  }
+  EXPECT_LT(newest_dropped, oldest_kept);
+  EXPECT_GE(newest_dropped, 0);
+  EXPECT_EQ(kept, h.stats().publications);
+  // A limit below one publication: everything goes, and the channels still count on.
+  g.trim_history(1);
+  EXPECT_EQ(h.memory_bytes(), 0u);
+  EXPECT_EQ(h.stats().publications, 0u);
+  EXPECT_EQ(g.publish(draft("c0"), 30'000, 0).offset, 21u);
+}
+
+// Publishers, resuming readers and a trimmer at once (run under ASan and TSan too):
+// a recovered resume is always a gapless run ending at the position, and the byte
+// count always matches what is kept.
+TEST(ChannelHubConcurrency, TrimmingWhilePublishingKeepsRunsGaplessAndCountsExact) {
+  MemoryHistory history(/*idle_grace_ms=*/0);
+  QueueSink sink(2);
+  ChannelHub hub(2, history, sink, [](std::string_view) { return ChannelOptions{200, 0}; }, 0);
+  const std::array<std::string, 6> names = {"t0", "t1", "t2", "t3", "t4", "user:5"};
+  std::atomic<int64_t> clock{1};
+  std::atomic<bool> stop{false};
+  std::atomic<int> violations{0};
+  const size_t limit = 64 * 1024;
+
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t) + 11u);
+      for (int n = 0; n < 6000; ++n) {
+        hub.publish(draft(names[rng() % names.size()], "", std::string(64 + rng() % 512, 'p')), clock.fetch_add(1), 0);
+        if (n % 8 == 0) std::this_thread::yield();
+      }
+    });
+  }
+  std::thread reader([&] {
+    std::vector<PublicationPtr> replay;
+    std::mt19937 rng(7);
+    while (!stop.load()) {
+      const std::string& ch = names[rng() % names.size()];
+      const ChannelPosition pos = history.position(ch);
+      if (pos.offset < 5) continue;
+      const SubscribeOutcome out = hub.subscribe(0, ch, true, pos.epoch, pos.offset - 5, clock.load(), replay);
+      if (out.recovered) {
+        uint64_t expect = pos.offset - 4;
+        for (const auto& p : replay) {
+          if (p->offset() != expect++) ++violations;
+        }
+        if (expect != out.position.offset + 1) ++violations;
+      }
+      hub.unsubscribe(0, ch);
+    }
+  });
+  std::thread trimmer([&] {
+    while (!stop.load()) {
+      hub.trim_history(limit);
+      std::this_thread::yield();
+    }
+  });
+  for (auto& t : threads) t.join();
+  stop.store(true);
+  reader.join();
+  trimmer.join();
+  EXPECT_EQ(violations.load(), 0);
+  hub.trim_history(limit);
+  EXPECT_LE(history.memory_bytes(), limit);
+  size_t bytes = 0, count = 0;
+  for (const auto& ch : names) {
+    const auto k = kept_of(history, ch, clock.load());
+    bytes += bytes_of(k);
+    count += k.size();
+  }
+  EXPECT_EQ(history.memory_bytes(), bytes);
+  EXPECT_EQ(history.stats().publications, count);
+}
+
 // The subscriber contract under concurrency: 4 threads publish (with retried
 // message ids) to the same channels while 2 loop threads subscribe and
 // unsubscribe with resume and consume their loop's queue, and a timer thread

@@ -303,6 +303,75 @@ TEST_F(Heraldd, ShutdownDeliversEverythingAcceptedThenGoAway) {
   EXPECT_EQ(server_.stop(SIGTERM), 0);
 }
 
+// limits.history_memory_bytes: live channels' histories above the limit lose their
+// oldest kept publications, all channels together; live delivery, offsets and
+// epochs are untouched, and resume recovers what is still kept.
+class HeralddHistoryLimit : public Heraldd {
+  std::vector<std::string> args() override {
+    return {"--limits.history_memory_bytes", "200000", "--namespace", "name=user,durable=false"};
+  }
+};
+
+TEST_F(HeralddHistoryLimit, OldestKeptPublicationsGoFirstAndResumeSaysSo) {
+  const uint16_t api = server_.port("api");
+  Client live(server_.port("tcp"));
+  ASSERT_TRUE(live.handshake(make_token("new")));
+  ASSERT_EQ(live.subscribe("user:new")->type, FrameType::kSubscribeOk);
+  const std::string text(1000, 'h');
+  std::string old_epoch, new_epoch;
+  // 100 to "old" first, then 300 to "new": about 0.5 MB kept, the limit is 0.2 MB.
+  for (int i = 0; i < 100; ++i) {
+    HttpResponse r = publish(server_, publish_body("user:old", text + std::to_string(i)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    old_epoch = r.json()["epoch"];
+  }
+  for (int i = 0; i < 300; ++i) {
+    HttpResponse r = publish(server_, publish_body("user:new", text + std::to_string(i)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    new_epoch = r.json()["epoch"];
+  }
+  for (int i = 0; i < 300; ++i) {  // live delivery loses nothing
+    auto p = live.read_until(FrameType::kPublication);
+    ASSERT_TRUE(p) << i;
+    EXPECT_EQ(p->as<v1::Publication>().offset(), static_cast<uint64_t>(i + 1));
+  }
+
+  EXPECT_GT(wait_metric(api, "herald_history_trimmed_total", [](double v) { return v > 0; }), 0);
+  const double bytes = wait_metric(api, "herald_history_bytes", [](double v) { return v > 0 && v <= 200000; });
+  EXPECT_LE(bytes, 200000);
+  EXPECT_GT(bytes, 100000);  // trimmed to about 90 % of the limit, not emptied
+  HttpResponse s = http(api, "GET", "/v1/stats");
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_EQ(s.json()["history"]["limit_bytes"], 200000) << s.body;
+  EXPECT_LE(s.json()["history"]["bytes"].get<uint64_t>(), 200000u) << s.body;
+
+  // "old" was published first, so all of it went: a resume from its start is not recovered.
+  Client a(server_.port("tcp"));
+  ASSERT_TRUE(a.handshake(make_token("old")));
+  auto from_start = a.subscribe("user:old", true, old_epoch, 0);
+  ASSERT_EQ(from_start->type, FrameType::kSubscribeOk);
+  EXPECT_FALSE(from_start->as<v1::SubscribeOk>().recovered());
+  EXPECT_EQ(from_start->as<v1::SubscribeOk>().offset(), 100u);
+  EXPECT_FALSE(a.read_until(FrameType::kPublication, 300));
+  // The newest of "new" are kept: the last five come back, in order, and nothing else.
+  Client b(server_.port("tcp"));
+  ASSERT_TRUE(b.handshake(make_token("new")));
+  auto recent = b.subscribe("user:new", true, new_epoch, 295);
+  ASSERT_EQ(recent->type, FrameType::kSubscribeOk);
+  EXPECT_TRUE(recent->as<v1::SubscribeOk>().recovered());
+  for (uint64_t want = 296; want <= 300; ++want) {
+    auto p = b.read_until(FrameType::kPublication);
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->as<v1::Publication>().offset(), want);
+  }
+  EXPECT_FALSE(b.read_until(FrameType::kPublication, 300));
+  // Offsets and the epoch carry on.
+  HttpResponse next = publish(server_, publish_body("user:old", "after"));
+  ASSERT_EQ(next.status, 200) << next.body;
+  EXPECT_EQ(next.json()["offset"], 101);
+  EXPECT_EQ(next.json()["epoch"], old_epoch);
+}
+
 class HeralddShortTimeouts : public Heraldd {
   std::vector<std::string> args() override {
     return {"--protocol.handshake_timeout_ms", "300", "--limits.max_connections_per_ip", "3"};
