@@ -24,7 +24,7 @@ struct Kept {
   PublicationPtr publication;
   int64_t appended_ms = 0;  // Unix ms of the append
   uint32_t ttl_s = 0;       // kept until appended_ms + ttl_s; 0 = no time limit
-  uint32_t bytes = 0;       // what the history counts for it (PublicationRecord::memory_bytes)
+  uint32_t bytes = 0;       // what the history counts for it: PublicationRecord::memory_bytes() + kEntryBytes
   int64_t keep_until_ms() const noexcept {
     const int64_t ttl_ms = int64_t{ttl_s} * 1000;
     return ttl_s == 0 || appended_ms > kNoLimit - ttl_ms ? kNoLimit : appended_ms + ttl_ms;
@@ -101,6 +101,8 @@ class Ring {
   size_t count_ = 0;
   int64_t front_until_ = kNoLimit;
 };
+
+static_assert(sizeof(Kept) == MemoryHistory::kEntryBytes);
 
 struct StringHash {
   using is_transparent = void;
@@ -243,7 +245,7 @@ PublicationPtr MemoryHistory::append(v1::Publication&& draft, const ChannelOptio
   const size_t keep = options.history_size;
   c.drop_oldest_while([limit = std::max<size_t>(keep, 1)](const Ring& r) { return r.size() >= limit; });
   if (keep > 0) {
-    const size_t bytes = record->memory_bytes();
+    const size_t bytes = record->memory_bytes() + kEntryBytes;
     c.keep(Kept{record, now_unix_ms, options.history_ttl_s,
                 static_cast<uint32_t>(std::min<size_t>(bytes, UINT32_MAX))});
   } else {

@@ -36,13 +36,16 @@ namespace herald::server {
 // offsets of channels that keep no history (history_size 0) counting up for a
 // while instead of restarting at every sweep.
 //
-// Memory: every kept publication is counted at PublicationRecord::memory_bytes(),
-// per channel and in total (memory_bytes()). The process-wide limit
+// Memory: every kept publication is counted at PublicationRecord::memory_bytes()
+// plus kEntryBytes, per channel and in total (memory_bytes()). The process-wide limit
 // (limits.history_memory_bytes) is enforced by ChannelHub::trim_history():
 // collect_oldest() picks the channels and the cutoff time, trim_through() drops
 // what each kept from at or before it, oldest first across all channels.
 class MemoryHistory final : public History {
  public:
+  // What keeping a publication costs a channel's ring, on top of the record itself.
+  static constexpr size_t kEntryBytes = 32;
+
   explicit MemoryHistory(int64_t idle_grace_ms = 60'000);
   ~MemoryHistory() override;
   MemoryHistory(const MemoryHistory&) = delete;

@@ -582,7 +582,7 @@ std::vector<PublicationPtr> kept_of(MemoryHistory& h, const std::string& channel
 
 size_t bytes_of(const std::vector<PublicationPtr>& v) {
   size_t sum = 0;
-  for (const auto& p : v) sum += p->memory_bytes();
+  for (const auto& p : v) sum += p->memory_bytes() + MemoryHistory::kEntryBytes;
   return sum;
 }
 
@@ -616,7 +616,7 @@ TEST_F(ChannelHubTest, TrimHistoryDropsTheOldestFirstAcrossChannels) {
   for (int i = 0; i < 10; ++i) old_epoch = g.publish(draft("old", "", body), 1000 + i, 0).epoch;
   for (int i = 0; i < 10; ++i) g.publish(draft("new", "", body), 5000 + i, 0);
   ASSERT_EQ(g.subscribe(0, "old", false, "", 0, 5010, replay).status, Status::kOk);  // trimmed while subscribed
-  const size_t one = kept_of(h, "new", 5010).front()->memory_bytes();
+  const size_t one = kept_of(h, "new", 5010).front()->memory_bytes() + MemoryHistory::kEntryBytes;
   EXPECT_EQ(h.memory_bytes(), 20 * one);
 
   // Under the limit, or without one: nothing goes.
