@@ -176,8 +176,8 @@ class Loop {
   event* sockets_ev_ = nullptr;     // libevent's watch on it
   static constexpr size_t kSocketEvents = 4096;  // per callback (as libevent's own epoll at most); more wait for the next iteration
   std::array<epoll_event, kSocketEvents> socket_events_{};
-  static constexpr int kUrgentCheckEvery = 32;
-  static constexpr ConnectionId kServed = 0;  // no connection has id 0 (serials start at 1)  // socket events between looks at posted urgent publications
+  static constexpr int kUrgentCheckEvery = 32;  // socket events between looks at posted urgent publications
+  static constexpr ConnectionId kServed = 0;     // marks a handled event; no connection has id 0 (serials start at 1)
   std::thread thread_;
   codec::CodecContext codec_;
   std::vector<uint8_t> read_buffer_;
