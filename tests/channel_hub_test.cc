@@ -711,7 +711,9 @@ TEST(ChannelHubConcurrency, TrimmingWhilePublishingKeepsRunsGaplessAndCountsExac
     std::mt19937 rng(7);
     while (!stop.load()) {
       const std::string& ch = names[rng() % names.size()];
-      const ChannelPosition pos = history.position(ch);
+      // The position through the hub (under the channel's lock, as the History's contract asks).
+      const ChannelPosition pos = hub.subscribe(0, ch, false, "", 0, clock.load(), replay).position;
+      hub.unsubscribe(0, ch);
       if (pos.offset < 5) continue;
       const SubscribeOutcome out = hub.subscribe(0, ch, true, pos.epoch, pos.offset - 5, clock.load(), replay);
       if (out.recovered) {
