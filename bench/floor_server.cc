@@ -262,44 +262,39 @@ Parse parse_command(std::string_view in, size_t& pos, std::string_view* args, si
     pos = static_cast<size_t>(le + 1 - base);
     return Parse::kOk;
   }
-  const char* cr = line_end(p);
-  if (cr == nullptr) {
-    if (static_cast<size_t>(end - p) >= kMaxHeaderLine) {
-      why = "invalid multibulk length";
+  // The integer of a "*N\r\n" or "$N\r\n" line at p; on kOk, p moves past the line.
+  auto header_int = [&](int64_t& v, const char* bad) -> Parse {
+    const char* cr = line_end(p);
+    if (cr == nullptr) {
+      if (static_cast<size_t>(end - p) < kMaxHeaderLine) return Parse::kNeedMore;
+      why = bad;
       return Parse::kError;
     }
-    return Parse::kNeedMore;
-  }
+    if (cr <= p || *cr != '\r' || !parse_int(p + 1, cr, v)) {
+      why = bad;
+      return Parse::kError;
+    }
+    p = cr + 2;
+    return Parse::kOk;
+  };
   int64_t n = 0;
-  if (cr <= p || *cr != '\r' || !parse_int(p + 1, cr, n)) {
-    why = "invalid multibulk length";
-    return Parse::kError;
-  }
+  if (const Parse r = header_int(n, "invalid multibulk length"); r != Parse::kOk) return r;
   if (n > static_cast<int64_t>(kMaxArgs)) {
     why = "too many arguments";
     return Parse::kError;
   }
-  p = cr + 2;
   for (int64_t i = 0; i < n; ++i) {  // n <= 0: an empty command, as Redis treats it
     if (p == end) return Parse::kNeedMore;
     if (*p != '$') {
       why = "expected '$'";
       return Parse::kError;
     }
-    cr = line_end(p);
-    if (cr == nullptr) {
-      if (static_cast<size_t>(end - p) >= kMaxHeaderLine) {
-        why = "invalid bulk length";
-        return Parse::kError;
-      }
-      return Parse::kNeedMore;
-    }
     int64_t len = 0;
-    if (cr <= p || *cr != '\r' || !parse_int(p + 1, cr, len) || len < 0 || len > static_cast<int64_t>(kMaxInput)) {
+    if (const Parse r = header_int(len, "invalid bulk length"); r != Parse::kOk) return r;
+    if (len < 0 || len > static_cast<int64_t>(kMaxInput)) {
       why = "invalid bulk length";
       return Parse::kError;
     }
-    p = cr + 2;
     if (static_cast<size_t>(end - p) < static_cast<size_t>(len) + 2) return Parse::kNeedMore;
     if (p[len] != '\r' || p[len + 1] != '\n') {
       why = "bulk string not ended by CRLF";
