@@ -383,15 +383,19 @@ size_t MemoryHistory::memory_bytes() const {
   return sum > 0 ? static_cast<size_t>(sum) : 0;
 }
 
+size_t MemoryHistory::publications() const noexcept {
+  int64_t sum = 0;
+  for (size_t i = 0; i < kShards; ++i) sum += shards_[i].publications.load(std::memory_order_relaxed);
+  return sum > 0 ? static_cast<size_t>(sum) : 0;
+}
+
 MemoryHistory::Stats MemoryHistory::stats() const {
   Stats st;
-  int64_t publications = 0;
   for (size_t i = 0; i < kShards; ++i) {
     std::lock_guard lock(shards_[i].mu);
     st.channels += shards_[i].channels.size();
-    publications += shards_[i].publications.load(std::memory_order_relaxed);
   }
-  st.publications = publications > 0 ? static_cast<size_t>(publications) : 0;
+  st.publications = publications();
   st.bytes = memory_bytes();
   return st;
 }

@@ -453,8 +453,7 @@ void Server::on_history_check(evutil_socket_t, short, void* arg) {
     spdlog::get("hub")->debug("history above {} bytes: dropped the {} oldest kept publications",
                               s->config_.history_memory_bytes, trimmed);
   }
-  const MemoryHistory::Stats hs = s->history_->stats();
-  s->metrics_.set_history(hs.bytes, hs.publications);
+  s->metrics_.set_history(s->history_->memory_bytes(), s->history_->publications());
 }
 
 // ---------------------------------------------------------------- shutdown
